@@ -1,0 +1,60 @@
+"""Matrix product with NumPy's rules: 1-D operands and broadcast batch dimensions. BLAS does the work."""
+import numpy as np
+
+from ..autograd import Function
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+                             f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})")
+        self.a, self.b = a, b
+        try:
+            return np.matmul(a, b)
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} do not broadcast") from None
+
+    def backward(self, grad):
+        a, b = self.a, self.b
+        # promote 1-D operands to matrices so that one formula serves every case
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        ga = np.matmul(g, np.swapaxes(b2, -1, -2))
+        gb = np.matmul(np.swapaxes(a2, -1, -2), g)
+        if a.ndim == 1:
+            ga = ga.reshape(ga.shape[:-2] + (a.shape[0],)) if ga.ndim > 2 else ga.reshape(a.shape)
+        if b.ndim == 1:
+            gb = gb.reshape(gb.shape[:-2] + (b.shape[0],)) if gb.ndim > 2 else gb.reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x @ W.T + b with W stored (out, in) as in PyTorch; x may have any leading dims.
+
+    Fused so that the weight gradient is one GEMM over all leading dims and no transposed copy of W is made."""
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}), "
+                             f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, grad):
+        g2 = grad.reshape(-1, grad.shape[-1])
+        x2 = self.x.reshape(-1, self.x.shape[-1])
+        gx = (g2 @ self.weight).reshape(self.x.shape)
+        gw = g2.T @ x2
+        gb = g2.sum(axis=0) if self.has_bias else None
+        return gx, gw, gb

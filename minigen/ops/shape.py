@@ -1,0 +1,90 @@
+"""Shape and indexing ops: reshape, permute, expand, getitem, cat, stack."""
+import numpy as np
+
+from ..autograd import Function
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
+                             f"into {tuple(shape)}") from None
+
+    def backward(self, grad):
+        return (grad.reshape(self.shape),)
+
+
+class Permute(Function):
+    def forward(self, a, dims):
+        dims = tuple(int(d) % a.ndim for d in dims) if a.ndim else ()
+        if sorted(dims) != list(range(a.ndim)):
+            raise ValueError(f"permute: dims {dims} are not a permutation of {a.ndim} dimensions")
+        self.inverse = tuple(np.argsort(dims))
+        return a.transpose(dims)
+
+    def backward(self, grad):
+        return (grad.transpose(self.inverse),)
+
+
+class Expand(Function):
+    def forward(self, a, shape):
+        shape = tuple(a.shape[i - (len(shape) - a.ndim)] if s == -1 else s for i, s in enumerate(shape))
+        try:
+            return np.broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"expand: cannot expand shape {a.shape} to {shape}") from None
+
+    def backward(self, grad):
+        return (grad,)  # the engine's unbroadcast sums back to the input shape
+
+
+class GetItem(Function):
+    """Indexing with ints, slices, None, Ellipsis, boolean and integer arrays.
+
+    Repeated integer indices accumulate their gradients (np.add.at)."""
+
+    def forward(self, a, index):
+        self.shape, self.dtype, self.index = a.shape, a.dtype, index
+        try:
+            return np.asarray(a[index])
+        except IndexError as e:
+            raise IndexError(f"index {index!r} invalid for a tensor of shape {a.shape}: {e}") from None
+
+    def backward(self, grad):
+        out = np.zeros(self.shape, dtype=grad.dtype)
+        np.add.at(out, self.index, grad)
+        return out, None
+
+
+class Cat(Function):
+    def forward(self, *arrays, dim=0):
+        if not arrays:
+            raise ValueError("cat: expected a non-empty sequence of tensors")
+        ndim = arrays[0].ndim
+        if not -ndim <= dim < ndim:
+            raise IndexError(f"cat: dim {dim} out of range for {ndim}-D tensors")
+        self.dim = dim % ndim
+        self.sizes = [a.shape[self.dim] for a in arrays]
+        try:
+            return np.concatenate(arrays, axis=self.dim)
+        except ValueError:
+            raise ValueError(f"cat: shapes {[a.shape for a in arrays]} differ outside dim {dim}") from None
+
+    def backward(self, grad):
+        return tuple(np.split(grad, np.cumsum(self.sizes)[:-1], axis=self.dim))
+
+
+class Stack(Function):
+    def forward(self, *arrays, dim=0):
+        if not arrays:
+            raise ValueError("stack: expected a non-empty sequence of tensors")
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in arrays]}")
+        self.dim = dim % (arrays[0].ndim + 1)
+        return np.stack(arrays, axis=self.dim)
+
+    def backward(self, grad):
+        return tuple(np.moveaxis(grad, self.dim, 0))
