@@ -83,9 +83,9 @@ def date_fields(date):
 
 
 def check_format(template):
-    """Raise ValueError unless ``template`` is a string whose fields are all in DATE_FIELDS."""
+    """Raise TypeError/ValueError unless ``template`` is a str whose fields are all in DATE_FIELDS."""
     if not isinstance(template, str):
-        raise ValueError(f"date format must be a str, got {type(template).__name__}: {template!r}")
+        raise TypeError(f"date format must be a str, got {type(template).__name__}: {template!r}")
     for _, field, spec, conversion in string.Formatter().parse(template):
         if field is not None and (field not in DATE_FIELDS or spec or conversion):
             raise ValueError(f"date format {template!r} has field {{{field}}}; "

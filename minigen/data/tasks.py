@@ -29,7 +29,8 @@ class Vocab:
         try:
             chars = list(chars)
         except TypeError:
-            raise TypeError(f"chars must be an iterable of characters, got {type(chars).__name__}") from None
+            raise TypeError(f"chars must be an iterable of characters, "
+                            f"got {type(chars).__name__}") from None
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
                 raise ValueError(f"chars must hold single characters, got {c!r}")
@@ -59,7 +60,11 @@ class Vocab:
         return f"Vocab(size={len(self)}, chars={self.chars!r})"
 
     def encode(self, text, add_bos=False, add_eos=False, unk="error"):
-        """Token ids of ``text``; an unknown character raises ValueError, or maps to unk with unk='replace'."""
+        """Token ids of ``text`` as a list of ints.
+
+        An unknown character raises ValueError naming it and its position, or becomes ``unk_id``
+        with ``unk='replace'``.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if unk not in ("error", "replace"):
@@ -151,6 +156,8 @@ def _random_string(rng, alphabet, min_len, max_len):
 
 def _dates(formats=dates.DATE_FORMATS, mixed_case=True):
     """Dates in human formats -> ``yyyy-mm-dd`` (conventions in ``minigen.data.dates``)."""
+    if isinstance(formats, str):
+        raise TypeError(f"formats must be a list of date formats, got the single str {formats!r}")
     formats = tuple(formats)
     if not formats:
         raise ValueError("formats must hold at least one date format, got none")

@@ -7,15 +7,16 @@ to the buffer) and may hold ``"__metadata__": {str: str}``. Data is little-endia
 
 Loading validates the whole header against the file size before reading any tensor data,
 so a corrupt or hostile file costs at most the header cap in memory and raises ValueError.
-Loaded arrays are fresh, writable copies in native byte order that own their memory:
-nothing refers back to the file or the input bytes. BF16 tensors load as float32 (exact).
+Loaded arrays are fresh, writable copies in native byte order: nothing refers back to
+the file or the input bytes. BF16 tensors load as float32 (exact).
 """
 import json
 import os
-import secrets
 import sys
 
 import numpy as np
+
+from .config import atomic_write, parse_json
 
 MAX_HEADER_SIZE = 100_000_000  # same cap as the reference implementation
 
@@ -108,45 +109,13 @@ def save_file(tensors, path, metadata=None):
     atomic_write(path, write)
 
 
-def atomic_write(path, write):
-    """Create or replace ``path`` so that it holds either its old content or all of the new.
-
-    ``write(f)`` fills a binary temp file in the same directory (same filesystem, so the
-    final rename is atomic); the data is fsynced before the rename and the directory after
-    it. On any error the temp file is removed and ``path`` is untouched.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{secrets.token_hex(8)}")
-    try:
-        with open(tmp, "xb") as f:  # "x": never clobber; mode follows the umask like open()
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def fsync_dir(directory):
-    """Make renames inside ``directory`` durable (a no-op where directories cannot be opened)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _finish(arr, dtype):
     if dtype == "BF16":  # bfloat16 is the top half of a float32
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+        wide = arr.astype(np.uint32)
+        wide <<= 16  # in place: an operator would turn a 0-d array into a scalar
+        return wide.view(np.float32)
     if dtype == "BOOL":  # a byte other than 0/1 must still read as a proper True
-        return arr.view(np.uint8) != 0
+        return arr.view(np.uint8).astype(bool)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
@@ -202,12 +171,9 @@ def _read_header(read, size, where):
     if len(raw) != n:
         raise ValueError(f"{where}: file ended inside the header (was it truncated?)")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                            parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError(f"{where}: header JSON is nested too deeply") from None
-    except ValueError as e:  # includes UnicodeDecodeError and JSONDecodeError
-        raise ValueError(f"{where}: header is not valid UTF-8 JSON ({e})") from None
+        header = parse_json(raw)
+    except ValueError as e:
+        raise ValueError(f"{where}: bad header: {e}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{where}: header must be a JSON object, got {type(header).__name__}")
 
@@ -267,16 +233,3 @@ def _check_entry(name, info, where):
 
 def _is_size(x):
     return type(x) is int and 0 <= x <= sys.maxsize  # type() rather than isinstance: bool is not a size
-
-
-def _no_duplicates(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r:.100}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name):
-    raise ValueError(f"non-standard JSON constant {name}")

@@ -1,0 +1,314 @@
+"""GPT: a decoder-only transformer, laid out like GPT-2 so its checkpoints load by name.
+
+    x = wte(ids) + wpe(positions)
+    for each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+    logits = ln_f(x) @ wte.weight.T                       (the output head is tied to wte)
+
+Parameter names follow Hugging Face's GPT2LMHeadModel (`transformer.h.0.attn.c_attn.weight` ...). The only
+difference is the layout of the four projection weights: GPT-2 stores them as Conv1D (in, out); minigen's
+Linear stores (out, in) as PyTorch does, so `checkpoint.py` transposes them on the way in and out.
+"""
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .. import nn
+from ..autograd import Tensor, no_grad
+from ..nn import functional as F
+from ..random import generator
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT. Defaults are GPT-2 small's."""
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_epsilon: float = 1e-5
+    activation: str = "gelu_new"
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# GPT-2's "gelu_new" is the tanh approximation; "gelu" is the exact erf form.
+ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with a causal mask; fused q/k/v projection `c_attn` as in GPT-2."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x, cache=None, key_padding_mask=None):
+        """x (B, T, C). `cache` is a dict holding this layer's past keys and values (NumPy arrays) that
+        is extended in place; `key_padding_mask` (B, S) is True at padded key positions."""
+        B, T, C = x.shape
+        H, D = self.n_head, C // self.n_head
+        qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cache is not None:
+            if "k" in cache:
+                k = Tensor._wrap(np.concatenate([cache["k"], k.data], axis=2))
+                v = Tensor._wrap(np.concatenate([cache["v"], v.data], axis=2))
+            cache["k"], cache["v"] = k.data, v.data
+        mask = None
+        if key_padding_mask is not None:
+            mask = key_padding_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return F.dropout(self.c_proj(y), self.dropout, self.training)
+
+
+class MLP(nn.Module):
+    """The feed-forward block: expand 4x, GELU, project back."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.approximate = ACTIVATIONS[config.activation]
+        self.dropout = config.dropout
+
+    def forward(self, x):
+        x = F.gelu(self.c_fc(x), approximate=self.approximate)
+        return F.dropout(self.c_proj(x), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm transformer block."""
+
+    def __init__(self, config):
+        super().__init__()
+        eps = config.layer_norm_epsilon
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, key_padding_mask=None):
+        x = x + self.attn(self.ln_1(x), cache, key_padding_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """Holds the embeddings, blocks and final LayerNorm under GPT-2's names (wte, wpe, h, ln_f)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
+class GPT(nn.Module):
+    """A GPT language model: `logits, loss = model(input_ids, targets)`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = Transformer(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        """GPT-2's initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), zero biases."""
+        rng = generator()
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                p.data = rng.normal(0.0, residual_std, p.shape).astype(p.dtype)
+            elif p.ndim == 2:
+                p.data = rng.normal(0.0, 0.02, p.shape).astype(p.dtype)
+            elif name.endswith("bias"):
+                p.data = np.zeros(p.shape, p.dtype)
+            else:  # LayerNorm weights
+                p.data = np.ones(p.shape, p.dtype)
+
+    @property
+    def head_weight(self):
+        return self.transformer.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
+    def num_parameters(self, exclude_embeddings=False):
+        n = sum(p.size for p in self.parameters())
+        return n - self.transformer.wpe.weight.size if exclude_embeddings else n
+
+    def check_input_ids(self, input_ids, name="input_ids"):
+        """Validate token ids: a 2-D integer array within the vocabulary, no longer than block_size."""
+        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2:
+            raise ValueError(f"{name} must have shape (batch, length), got {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            bad = ids[(ids < 0) | (ids >= self.config.vocab_size)][0]
+            raise ValueError(f"{name} contains id {int(bad)} outside the vocabulary [0, {self.config.vocab_size})")
+        return ids.astype(np.int64, copy=False)
+
+    def forward(self, input_ids, targets=None, position_ids=None, caches=None, key_padding_mask=None):
+        """Logits (B, T, V) and the mean cross-entropy against `targets` (-100 ignored), or None without targets.
+
+        `caches` (a list with one dict per layer) turns on incremental decoding: keys and values of earlier
+        positions are read from it and the new ones appended."""
+        ids = self.check_input_ids(input_ids)
+        B, T = ids.shape
+        past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
+        if position_ids is None:
+            position_ids = np.arange(past, past + T)[None, :]
+        x = self.transformer.wte(ids) + self.transformer.wpe(position_ids)
+        x = F.dropout(x, self.config.dropout, self.training)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if caches is None else caches[i], key_padding_mask)
+        logits = F.linear(self.transformer.ln_f(x), self.head_weight)
+        if targets is None:
+            return logits, None
+        tgt = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        if tgt.shape != (B, T):
+            raise ValueError(f"targets must have shape {(B, T)} like input_ids, got {tgt.shape}")
+        loss = F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    # ----- the decoding protocol of minigen.generation --------------------------------------
+    def start_decoding(self, input_ids, attention_mask=None, use_cache=True):
+        ids = self.check_input_ids(input_ids)
+        if ids.shape[1] > self.config.block_size:
+            raise ValueError(f"input_ids has length {ids.shape[1]}, longer than block_size {self.config.block_size}")
+        mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
+        state = {"mask": np.zeros((ids.shape[0], 0), bool), "use_cache": use_cache, "pending_mask": mask,
+                 "caches": [dict() for _ in self.transformer.h] if use_cache else None,
+                 "tokens": np.zeros((ids.shape[0], 0), np.int64)}
+        return state, ids
+
+    def decode_step(self, new_tokens, state):
+        new_tokens = np.asarray(new_tokens, dtype=np.int64)
+        K = new_tokens.shape[1]
+        pending = state.pop("pending_mask", None)
+        new_mask = pending if pending is not None else np.ones((new_tokens.shape[0], K), bool)
+        mask = np.concatenate([state["mask"], new_mask], axis=1)
+        state["mask"] = mask
+        state["tokens"] = np.concatenate([state["tokens"], new_tokens], axis=1)
+        if mask.shape[1] > self.config.block_size:
+            raise ValueError(f"generation reached length {mask.shape[1]}, longer than block_size "
+                             f"{self.config.block_size}; lower max_length")
+        # left padding: positions count real tokens only, as in Hugging Face's GPT-2
+        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        pad = None if mask.all() else ~mask
+        with no_grad():
+            if state["use_cache"]:
+                logits, _ = self.forward(new_tokens, position_ids=positions[:, -K:], caches=state["caches"],
+                                         key_padding_mask=pad)
+            else:
+                logits, _ = self.forward(state["tokens"], position_ids=positions, key_padding_mask=pad)
+        return logits.data[:, -1, :], state
+
+    def reorder_state(self, state, index):
+        state = dict(state)
+        for key in ("mask", "tokens", "pending_mask"):
+            if state.get(key) is not None:
+                state[key] = state[key][index]
+        if state["caches"] is not None:
+            state["caches"] = [{k: v[index] for k, v in c.items()} for c in state["caches"]]
+        return state
+
+    def generate(self, input_ids, attention_mask=None, use_cache=True, **kwargs):
+        """Hugging Face's `generate`: prompt + continuation as an int64 array. See minigen.generation.generate."""
+        from ..generation import generate
+        was_training = self.training
+        self.eval()
+        try:
+            return generate(_Decoder(self, use_cache), input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            self.train(was_training)
+
+
+class _Decoder:
+    """Binds use_cache to the model's decoding protocol."""
+
+    def __init__(self, model, use_cache):
+        self.model, self.use_cache = model, use_cache
+
+    def start_decoding(self, input_ids, attention_mask=None):
+        return self.model.start_decoding(input_ids, attention_mask, use_cache=self.use_cache)
+
+    def decode_step(self, new_tokens, state):
+        return self.model.decode_step(new_tokens, state)
+
+    def reorder_state(self, state, index):
+        return self.model.reorder_state(state, index)
+
+
+def adamw_param_groups(model, weight_decay):
+    """AdamW parameter groups: decay on weights of 2 or more dims only (not biases, LayerNorm, ...)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def from_pretrained(cls, directory, dtype=np.float32):
+    """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+    import os
+    from ..io import gpt2
+    from ..io.config import load_json
+    from ..io.safetensors import load_file
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"from_pretrained: no checkpoint directory at {directory!r}")
+    config_path = os.path.join(directory, "config.json")
+    config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
+    model = cls(config).to(dtype)
+    weights = gpt2.state_dict_from_hf(load_file(os.path.join(directory, "model.safetensors")))
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def save_pretrained(self, directory):
+    """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (atomically per file)."""
+    import os
+    from ..io import gpt2
+    from ..io.config import save_json
+    from ..io.safetensors import save_file
+    os.makedirs(directory, exist_ok=True)
+    tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings)
+    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    save_json(gpt2.config_to_hf(self.config.to_dict()), os.path.join(directory, "config.json"))
+
+
+GPT.from_pretrained = classmethod(from_pretrained)
+GPT.save_pretrained = save_pretrained

@@ -1,0 +1,233 @@
+"""Character-level tokenizer, and the file and id checks shared with the BPE tokenizer."""
+import json
+import os
+import re
+
+import numpy as np
+
+
+def read_json(path):
+    """Parse a JSON file that may be untrusted; any defect becomes a ValueError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+
+    def reject_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            duplicate = next(k for k in keys if keys.count(k) > 1)
+            raise ValueError(f"duplicate key {duplicate!r}")
+        return dict(pairs)
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.read(), object_pairs_hook=reject_duplicates)
+    except (ValueError, RecursionError) as err:  # RecursionError: deeply nested arrays or objects
+        raise ValueError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from None
+
+
+def check_vocab(vocab, source):
+    """Check that `vocab` maps strings to unique non-negative int ids; `source` names it in errors."""
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{source}: expected a JSON object mapping token -> id, got {type(vocab).__name__}")
+    seen = {}
+    for token, index in vocab.items():
+        if not isinstance(token, str):
+            raise ValueError(f"{source}: key {token!r} is a {type(token).__name__}, expected a string")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ValueError(f"{source}: key {token!r} has id {index!r}, expected a non-negative integer")
+        if index < 0:
+            raise ValueError(f"{source}: key {token!r} has negative id {index}")
+        if index in seen:
+            raise ValueError(f"{source}: keys {seen[index]!r} and {token!r} share id {index}")
+        seen[index] = token
+
+
+def check_special_tokens(special_tokens, vocab, source):
+    """Return `special_tokens` as a list after checking each is a non-empty string in `vocab`."""
+    special_tokens = list(special_tokens or [])
+    for token in special_tokens:
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"{source}: special token {token!r} is not a non-empty string")
+        if token not in vocab:
+            raise ValueError(f"{source}: special token {token!r} is not in the vocabulary")
+    return special_tokens
+
+
+def id_table(vocab, value):
+    """A list indexed by id holding value(token), None where an id is unused."""
+    table = [None] * (max(vocab.values(), default=-1) + 1)
+    for token, index in vocab.items():
+        table[index] = value(token)
+    return table
+
+
+def lookup_ids(table, ids):
+    """[table[i] for i in ids] with a clear error for a non-integer or unknown id (ids: ints or 1-D array)."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"ids: expected a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        ids = ids.tolist()
+    elif isinstance(ids, (int, np.integer)):
+        ids = [ids]
+    elif not isinstance(ids, list):
+        ids = list(ids)
+    try:
+        if not ids or min(ids) >= 0:  # negative ids would silently index from the end
+            entries = [table[i] for i in ids]
+            if None not in entries:
+                return entries
+    except (IndexError, TypeError):
+        pass
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ids: expected integers, got {i!r} of type {type(i).__name__}")
+        if not 0 <= i < len(table) or table[i] is None:
+            raise IndexError(f"ids: id {i} is not in the vocabulary (vocab_size {len(table)})")
+    raise AssertionError("unreachable: a failed lookup always has a bad id")
+
+
+def special_splitter(special_tokens):
+    """A regex whose split() separates the special tokens (longest first) from the text between them."""
+    if not special_tokens:
+        return None
+    alternatives = sorted(special_tokens, key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+
+
+class CharTokenizer:
+    """One token per Unicode character (code point), plus optional special tokens.
+
+    `from_text` gives the sorted distinct characters ids 0..n-1 (the same ids as nanoGPT's character
+    encoding), then special tokens ids n, n+1, ... in the order given. Special tokens are matched as
+    whole strings in `encode`, before characters.
+
+    Unknown characters: by default `encode` raises ValueError naming the character and its position;
+    with `unk_token` set they map to it. A lone surrogate (e.g. '\\ud800') has no UTF-8 form and is never
+    in a vocabulary, so it is an unknown character like any other.
+
+    Files: `vocab.json` (token -> id) and `tokenizer_config.json`
+    (`{"tokenizer_class": "CharTokenizer", "special_tokens": [...], "unk_token": ...}`).
+    """
+
+    def __init__(self, vocab, special_tokens=None, unk_token=None):
+        self._init(vocab, special_tokens, unk_token, "vocab")
+
+    def _init(self, vocab, special_tokens, unk_token, source):
+        check_vocab(vocab, source)
+        self.special_tokens = check_special_tokens(special_tokens, vocab, source)
+        if unk_token is not None:
+            check_special_tokens([unk_token], vocab, source)
+            if unk_token not in self.special_tokens:
+                self.special_tokens.append(unk_token)
+        self.unk_token = unk_token
+        for token in vocab:
+            if token not in self.special_tokens:
+                if len(token) != 1:
+                    raise ValueError(f"{source}: key {token!r} is neither one character nor a special token")
+                if 0xD800 <= ord(token) <= 0xDFFF:
+                    raise ValueError(f"{source}: key {token!r} is a lone surrogate, which has no UTF-8 form")
+        self._vocab = dict(vocab)
+        self._id_to_token = id_table(vocab, str)
+        self._splitter = special_splitter(self.special_tokens)
+
+    @classmethod
+    def from_text(cls, text, special_tokens=None, unk_token=None):
+        """Build the vocabulary from the distinct characters of `text` (see the class docstring)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected str, got {type(text).__name__}")
+        chars = sorted(set(text))
+        bad = next((c for c in chars if 0xD800 <= ord(c) <= 0xDFFF), None)
+        if bad is not None:
+            raise ValueError(f"text: lone surrogate {bad!r} at position {text.index(bad)} has no UTF-8 form")
+        specials = list(special_tokens or [])
+        if unk_token is not None and unk_token not in specials:
+            specials.append(unk_token)
+        tokens = chars + [s for s in dict.fromkeys(specials) if s not in chars]
+        if not tokens:
+            raise ValueError("text: empty and no special tokens given, the vocabulary would be empty")
+        return cls({t: i for i, t in enumerate(tokens)}, specials, unk_token)
+
+    @property
+    def vocab_size(self):
+        """Number of ids: the largest id + 1 (len(vocab) when ids are contiguous)."""
+        return len(self._id_to_token)
+
+    def __len__(self):
+        return self.vocab_size
+
+    def get_vocab(self):
+        """A copy of the token -> id mapping."""
+        return dict(self._vocab)
+
+    def token_to_id(self, token):
+        """The id of `token`, or None."""
+        return self._vocab.get(token)
+
+    def id_to_token(self, index):
+        """The token of id `index`, or None."""
+        return self._id_to_token[index] if 0 <= index < len(self._id_to_token) else None
+
+    def encode(self, text):
+        """Token ids of `text` (special tokens matched whole, then one id per character)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected str, got {type(text).__name__}")
+        if self._splitter is None:
+            return self._encode_chars(text, 0)
+        ids, offset = [], 0
+        for i, piece in enumerate(self._splitter.split(text)):
+            # split() with one capture group alternates text, special, text, ...
+            ids.extend([self._vocab[piece]] if i % 2 else self._encode_chars(piece, offset))
+            offset += len(piece)
+        return ids
+
+    def _encode_chars(self, text, offset):
+        vocab = self._vocab
+        try:
+            return [vocab[c] for c in text]
+        except KeyError:
+            pass
+        unk_id = vocab.get(self.unk_token)
+        ids = []
+        for position, c in enumerate(text, offset):
+            index = vocab.get(c, unk_id)
+            if index is None:
+                raise ValueError(
+                    f"text: character {c!r} (U+{ord(c):04X}) at position {position} is not in the "
+                    f"vocabulary; build it from text that contains it or set unk_token"
+                )
+            ids.append(index)
+        return ids
+
+    def decode(self, ids, skip_special_tokens=False):
+        """The text of `ids` (list of ints, int, or 1-D integer array)."""
+        tokens = lookup_ids(self._id_to_token, ids)
+        if skip_special_tokens:
+            tokens = [t for t in tokens if t not in self.special_tokens]
+        return "".join(tokens)
+
+    def save_pretrained(self, directory):
+        """Write vocab.json and tokenizer_config.json into `directory` (created if needed)."""
+        os.makedirs(directory, exist_ok=True)
+        vocab = dict(sorted(self._vocab.items(), key=lambda item: item[1]))
+        config = {"tokenizer_class": "CharTokenizer", "special_tokens": self.special_tokens,
+                  "unk_token": self.unk_token}
+        for name, content in (("vocab.json", vocab), ("tokenizer_config.json", config)):
+            with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+                json.dump(content, f, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Load a tokenizer written by `save_pretrained`, validating both files."""
+        config_path = os.path.join(directory, "tokenizer_config.json")
+        vocab_path = os.path.join(directory, "vocab.json")
+        config = read_json(config_path)
+        if not isinstance(config, dict) or config.get("tokenizer_class") != "CharTokenizer":
+            raise ValueError(f'{config_path}: expected an object with "tokenizer_class": "CharTokenizer"')
+        special_tokens, unk_token = config.get("special_tokens", []), config.get("unk_token")
+        if not isinstance(special_tokens, list) or not all(isinstance(t, str) for t in special_tokens):
+            raise ValueError(f"{config_path}: special_tokens must be a list of strings, got {special_tokens!r}")
+        if unk_token is not None and not isinstance(unk_token, str):
+            raise ValueError(f"{config_path}: unk_token must be a string or null, got {unk_token!r}")
+        tokenizer = cls.__new__(cls)
+        tokenizer._init(read_json(vocab_path), special_tokens, unk_token, vocab_path)
+        return tokenizer

@@ -1,0 +1,298 @@
+"""Training a GPT on a text file, nanoGPT style, and the `train gpt` / `generate` commands.
+
+The loop: sample random blocks from the first 90% of the tokens, AdamW with warm-up + cosine decay,
+gradient clipping, evaluation every `eval_interval` steps on both splits. Two checkpoints are kept in
+the output directory, each written atomically: `last/` (everything needed to resume bit-identically:
+weights, optimizer moments, step, RNG states) and `best/` (the lowest validation loss so far). Both are
+Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads either.
+"""
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, asdict, field
+
+import numpy as np
+
+from .. import nn, optim, random
+from ..data.batching import random_text_batch, split_train_val
+from ..io import gpt2
+from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.config import save_json
+from ..models.gpt import GPT, GPTConfig, adamw_param_groups
+from ..autograd import no_grad
+from .progress import Progress
+
+
+@dataclass
+class GPTTrainConfig:
+    """Options of a training run, named as nanoGPT's so its recipes carry over."""
+    text: str = ""
+    out: str = "out-gpt"
+    tokenizer: str = "char"
+    bpe_vocab_size: int = 1024
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 12
+    dropout: float = 0.0
+    bias: bool = False
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 200
+    seed: int = 1337
+    max_time: float = 0.0
+    init_from: str = ""
+    resume: bool = False
+    freeze: list = field(default_factory=list)
+    dtype: str = "float32"
+
+    def check(self):
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_iters < 0 or self.eval_interval < 1:
+            raise ValueError(f"--max-iters must be >= 0 and --eval-interval >= 1, got {self.max_iters}, {self.eval_interval}")
+        if self.learning_rate <= 0 or self.min_lr < 0:
+            raise ValueError(f"--learning-rate must be > 0 and --min-lr >= 0, got {self.learning_rate}, {self.min_lr}")
+        if self.tokenizer not in ("char", "bpe"):
+            raise ValueError(f"--tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+
+
+def build_tokenizer(kind, text, bpe_vocab_size):
+    from ..tokenizers import ByteLevelBPETokenizer, CharTokenizer
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    return ByteLevelBPETokenizer.train([text], vocab_size=bpe_vocab_size, special_tokens=["<|endoftext|>"])
+
+
+def read_text(path):
+    if not path:
+        raise ValueError("--text is required: a UTF-8 text file to train on")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--text: no such file {path!r}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if not text.strip():
+        raise ValueError(f"--text: {path!r} is empty")
+    return text
+
+
+def tokenizer_files(tokenizer):
+    """The tokenizer's files as {name: bytes}, to store inside checkpoints."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        out = {}
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name), "rb") as f:
+                out[name] = f.read()
+        return out
+
+
+def load_model_dir(path):
+    """A model directory: `path` itself, or `path/best` for a training output directory."""
+    if os.path.isfile(os.path.join(path, "best", "config.json")):
+        return os.path.join(path, "best")
+    return path
+
+
+@no_grad()
+def estimate_loss(model, splits, cfg, step):
+    """Mean loss over `eval_iters` batches of each split; batches drawn from a seed tied to the step,
+    so that evaluation does not disturb the training RNG (and resumed runs evaluate identically)."""
+    model.eval()
+    out = {}
+    for name, data in splits.items():
+        rng = np.random.default_rng([cfg.seed, step, len(name)])
+        losses = [model(*random_text_batch(data, cfg.block_size, cfg.batch_size, rng))[1].item()
+                  for _ in range(cfg.eval_iters)]
+        out[name] = float(np.mean(losses))
+    model.train()
+    return out
+
+
+def freeze_parameters(model, freeze):
+    """Freeze parts of a model for fine-tuning: 'embeddings' and/or 'blocks:N' (the lowest N blocks)."""
+    for item in freeze:
+        if item == "embeddings":
+            model.transformer.wte.weight.requires_grad = False
+            model.transformer.wpe.weight.requires_grad = False
+        elif item.startswith("blocks:") and item[7:].isdigit():
+            for block in list(model.transformer.h)[:int(item[7:])]:
+                block.requires_grad_(False)
+        else:
+            raise ValueError(f"--freeze: expected 'embeddings' or 'blocks:N', got {item!r}")
+
+
+def _save(path, model, optimizer, tokenizer_blobs, cfg, step, best_val, rng):
+    arrays, meta = optim.optimizer_state_to_arrays(optimizer)
+    manifest = {"step": step, "best_val_loss": best_val, "train_config": asdict(cfg), "optimizer": meta,
+                "batch_rng": rng.bit_generator.state, "global_rng": random.get_rng_state()}
+    save_checkpoint(path, tensors=gpt2.state_dict_to_hf(model.state_dict(), model.config.tie_word_embeddings),
+                    config=gpt2.config_to_hf(model.config.to_dict()), manifest=_jsonable(manifest),
+                    optimizer_tensors=arrays, extra_files=tokenizer_blobs)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def train_gpt(cfg, log=print):
+    """Run a training job described by a GPTTrainConfig; returns (model, metrics dict)."""
+    cfg.check()
+    from ..tokenizers import load_tokenizer
+    os.makedirs(cfg.out, exist_ok=True)
+    last_dir, best_dir = os.path.join(cfg.out, "last"), os.path.join(cfg.out, "best")
+    random.manual_seed(cfg.seed)
+    text = read_text(cfg.text)
+    resume = cfg.resume and os.path.isdir(last_dir)
+    if resume or cfg.init_from:
+        source = last_dir if resume else load_model_dir(cfg.init_from)
+        tokenizer = load_tokenizer(source)
+        model = GPT.from_pretrained(source)
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size)
+        model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias))
+    if cfg.block_size > model.config.block_size:
+        raise ValueError(f"--block-size {cfg.block_size} exceeds the model's block_size {model.config.block_size}")
+    model.to(np.dtype(cfg.dtype))
+    freeze_parameters(model, cfg.freeze)
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    train_ids, val_ids = split_train_val(ids, 0.1)
+    for name, part in (("training", train_ids), ("validation", val_ids)):
+        if len(part) <= cfg.block_size:
+            raise ValueError(f"--text: the {name} split has {len(part)} tokens, not more than --block-size "
+                             f"{cfg.block_size}; use a longer text or a smaller block size")
+    optimizer = optim.AdamW(adamw_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                            betas=(cfg.beta1, cfg.beta2))
+    rng = np.random.default_rng(cfg.seed)
+    step, best_val = 0, math.inf
+    if resume:
+        ckpt = load_checkpoint(last_dir)
+        optim.optimizer_state_from_arrays(optimizer, ckpt.optimizer_tensors, ckpt.manifest["optimizer"])
+        step, best_val = ckpt.manifest["step"], ckpt.manifest["best_val_loss"]
+        rng.bit_generator.state = ckpt.manifest["batch_rng"]
+        random.set_rng_state(ckpt.manifest["global_rng"])
+        log(f"resumed from {last_dir} at step {step}")
+    blobs = tokenizer_files(tokenizer)
+    log(f"GPT with {model.num_parameters():,} parameters; {len(train_ids):,} training tokens, "
+        f"{len(val_ids):,} validation tokens; vocabulary {tokenizer.vocab_size}")
+    progress = Progress(total_steps=cfg.max_iters, max_time=cfg.max_time or None)
+    splits = {"train": train_ids, "val": val_ids}
+    losses = {}
+    train_start = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    while True:
+        out_of_time = bool(cfg.max_time) and time.perf_counter() - train_start > cfg.max_time
+        final = step >= cfg.max_iters or out_of_time
+        if step % cfg.eval_interval == 0 or final:
+            losses = estimate_loss(model, splits, cfg, step)
+            log(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if losses["val"] < best_val:
+                best_val = losses["val"]
+                _save(best_dir, model, optimizer, blobs, cfg, step, best_val, rng)
+            _save(last_dir, model, optimizer, blobs, cfg, step, best_val, rng)
+        if final:
+            break
+        lr = optim.lr_scheduler.get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters,
+                                                     cfg.lr_decay_iters, cfg.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = random_text_batch(train_ids, cfg.block_size, cfg.batch_size, rng)
+        _, loss = model(x, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; the last good checkpoint "
+                                     f"in {last_dir} is intact (lower --learning-rate?)")
+        optimizer.zero_grad()
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        progress.update(step, loss_value, x.size, lr=lr)
+    train_seconds = progress.elapsed
+    metrics = {"iters": step, "train_seconds": round(train_seconds, 2),
+               "tokens_per_second": round(progress.tokens_per_second(), 1),
+               "train_loss": losses.get("train"), "val_loss": losses.get("val"), "best_val_loss": best_val,
+               "parameters": model.num_parameters(), "backend": __import__("minigen").get_backend(),
+               "config": asdict(cfg)}
+    save_json(_jsonable(metrics), os.path.join(cfg.out, "metrics.json"))
+    return model, metrics
+
+
+# ----- command line -------------------------------------------------------------------------------
+def _add_train_args(p):
+    d = GPTTrainConfig()
+    p.add_argument("--text", required=True, help="UTF-8 text file; first 90%% trains, last 10%% validates")
+    p.add_argument("--out", default=d.out, help="output directory (checkpoints best/ and last/, metrics.json)")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], default=d.tokenizer)
+    p.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "warmup_iters",
+                 "lr_decay_iters", "eval_interval", "eval_iters", "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--bias", action=__import__("argparse").BooleanOptionalAction, default=d.bias)
+    p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint directory")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
+    p.add_argument("--freeze", action="append", default=[], help="'embeddings' or 'blocks:N' (repeatable)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+
+
+def _run_train(args):
+    fields_ = {k: v for k, v in vars(args).items() if k in GPTTrainConfig.__dataclass_fields__}
+    train_gpt(GPTTrainConfig(**fields_))
+    return 0
+
+
+def _run_generate(args):
+    from ..tokenizers import load_tokenizer
+    directory = load_model_dir(args.checkpoint)
+    model = GPT.from_pretrained(directory)
+    tokenizer = load_tokenizer(directory)
+    ids = np.asarray([tokenizer.encode(args.prompt)], dtype=np.int64)
+    if ids.shape[1] == 0:
+        raise ValueError("--prompt must not be empty")
+    out = model.generate(ids, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+                         do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         num_beams=args.num_beams, num_return_sequences=args.num_return_sequences, seed=args.seed)
+    for i, row in enumerate(out):
+        print(f"--- {i + 1} ---" if len(out) > 1 else "", end="\n" if len(out) > 1 else "")
+        print(tokenizer.decode([int(t) for t in row]))
+    return 0
+
+
+def add_generation_args(p):
+    """Hugging Face `generate` keywords as command-line options."""
+    p.add_argument("--max-length", type=int, default=50)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--do-sample", action="store_true")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--num-return-sequences", type=int, default=1)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def register(sub, train_sub):
+    p = train_sub.add_parser("gpt", help="train or fine-tune a GPT on a text file")
+    _add_train_args(p)
+    p.set_defaults(func=_run_train)
+    g = sub.add_parser("generate", help="generate text with a GPT checkpoint")
+    g.add_argument("--checkpoint", required=True, help="model directory (or a training output directory)")
+    g.add_argument("--prompt", required=True)
+    add_generation_args(g)
+    g.set_defaults(func=_run_generate)
