@@ -100,7 +100,8 @@ class Function:
         fn = cls()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         out = fn.forward(*arrays, **kwargs)
-        needs_grad = is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        needs_grad = (cls.differentiable and is_grad_enabled()
+                      and any(isinstance(a, Tensor) and a.requires_grad for a in args))
         result = Tensor._wrap(out, requires_grad=needs_grad)
         if needs_grad:
             fn.inputs = args
@@ -114,15 +115,26 @@ class Function:
         raise NotImplementedError
 
 
+class _FreedGraph:
+    """Stands in for the Function of a node whose graph a backward() without retain_graph freed."""
+
+    inputs = ()
+
+
+_FREED = _FreedGraph()
+
+
 def _as_array(data, dtype):
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:
         return np.array(data, dtype=dtype)
     arr = np.array(data)
-    if arr.dtype == np.float64 and not isinstance(data, np.ndarray):
+    if isinstance(data, (np.ndarray, np.generic)):
+        return arr  # NumPy data keeps its dtype, as with torch.tensor / torch.from_numpy
+    if arr.dtype == np.float64:
         arr = arr.astype(DEFAULT_DTYPE)  # Python floats become float32, as in PyTorch
-    elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+    elif arr.dtype.kind in "iu":
         arr = arr.astype(np.int64)
     return arr
 
@@ -168,6 +180,15 @@ class Tensor:
 
     def __len__(self):
         return len(self.data)
+
+    def __bool__(self):
+        return bool(self.data)  # NumPy raises ValueError for more than one element
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
 
     def __repr__(self):
         body = np.array2string(self.data, separator=", ", precision=4, threshold=20)
@@ -240,6 +261,9 @@ class Tensor:
             if grad is None:
                 continue
             fn = node._ctx
+            if fn is _FREED:
+                raise RuntimeError("Trying to backward through the graph a second time: its saved values were "
+                                   "freed by the first backward(); pass retain_graph=True to the first call")
             if fn is None:
                 if node.requires_grad:
                     node.grad = grad.copy() if node.grad is None else node.grad + grad
@@ -258,7 +282,7 @@ class Tensor:
                 key = id(parent)
                 grads[key] = grads[key] + g if key in grads else g
             if not retain_graph:
-                node._ctx = None
+                node._ctx = _FREED  # drops the saved arrays; a second backward raises instead of giving nothing
                 fn.inputs = ()
 
     def _topological_order(self):

@@ -25,6 +25,11 @@ def ones(*size, dtype=None, requires_grad=False):
 
 
 def full(size, fill_value, dtype=None, requires_grad=False):
+    """A tensor filled with fill_value; its dtype follows the value (bool, int64, float32) as in torch.full."""
+    if dtype is None and isinstance(fill_value, (bool, np.bool_)):
+        dtype = np.bool_
+    elif dtype is None and isinstance(fill_value, (int, np.integer)):
+        dtype = np.int64
     return Tensor(np.full(_shape((size,)), fill_value, _dtype(dtype)), requires_grad=requires_grad)
 
 

@@ -269,6 +269,9 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
         prefix is the prompt, positions left-padded out by ``attention_mask`` escape the penalty (as HF).
     length_penalty, early_stopping: beam search; a finished hypothesis scores
         sum_logprobs / generated_length ** length_penalty, and early_stopping is True, False or "never".
+        The num_return_sequences best hypotheses come back sorted and distinct; should fewer exist
+        with a finite score (a vocabulary smaller than the beams, every token banned), the missing
+        ones are the prefix followed by padding, with score -inf.
     eos_token_id: an id or a list of ids that end a row; later positions get ``pad_token_id``.
     seed: seeds a private random stream; without it sampling uses the stream of :func:`set_generation_seed`.
 
@@ -339,12 +342,14 @@ def _process(scores, sequences, s, ignore_lengths, min_tokens_to_keep):
     return scores
 
 
-def _sample(scores, rng):
+def _sample(scores, rng, unfinished):
     """One token per row drawn from softmax(scores) by inverting the cumulative distribution."""
-    probs = _softmax(scores)
-    if not np.isfinite(probs).all():
+    empty = ~(scores > -np.inf).any(axis=1)
+    if (empty & unfinished).any():
         raise ValueError("cannot sample: every token of a row was filtered out "
                          "(check no_repeat_ngram_size, top_k and top_p)")
+    # A finished row's token is replaced by padding anyway; give it something to draw from.
+    probs = _softmax(np.where(empty[:, None], 0.0, scores))
     cumulative = np.cumsum(probs, axis=1)
     draw = rng.random(len(scores))[:, None] * cumulative[:, -1:]
     tokens = (cumulative <= draw).sum(axis=1)
@@ -371,7 +376,7 @@ def _greedy_or_sample(model, state, logits, prefix, s, rng, ignore_lengths):
         scores = _process(logits, sequences[:, :length], s, ignore_lengths, 1)
         all_scores.append(scores)
         all_attentions.append(attention)
-        tokens = _sample(scores, rng) if s.do_sample else np.argmax(scores, axis=1)
+        tokens = _sample(scores, rng, unfinished) if s.do_sample else np.argmax(scores, axis=1)
         if s.eos.size:
             tokens = np.where(unfinished, tokens, s.pad)
             unfinished &= ~np.isin(tokens, s.eos)
@@ -388,15 +393,16 @@ def _greedy_or_sample(model, state, logits, prefix, s, rng, ignore_lengths):
 def _top_k_desc(values, k):
     """Column indices of the k largest entries of each row, best first. Ties go to the lower index,
     so a row's choice never depends on the other rows or on the sort's internals."""
-    n = values.shape[1]
-    if k < n:
-        kth = -np.partition(-values, k - 1, axis=1)[:, k - 1, None]
-        greater, ties = values > kth, values == kth
-        need = k - greater.sum(axis=1, keepdims=True)
-        keep = greater | (ties & (np.cumsum(ties, axis=1) <= need))
-        index = np.nonzero(keep)[1].reshape(len(values), k)
+    if k < values.shape[1]:
+        index = np.sort(np.argpartition(-values, k - 1, axis=1)[:, :k], axis=1)
+        picked = np.take_along_axis(values, index, axis=1)
+        kth = picked.min(axis=1, keepdims=True)
+        # argpartition splits ties at the k-th value arbitrarily: redo those (rare) rows in full.
+        split_ties = (picked == kth).sum(axis=1) < (values == kth).sum(axis=1)
+        for r in np.flatnonzero(split_ties):
+            index[r] = np.sort(np.argsort(-values[r], kind="stable")[:k])
     else:
-        index = np.broadcast_to(np.arange(n), values.shape)
+        index = np.broadcast_to(np.arange(values.shape[1]), values.shape)
     order = np.argsort(-np.take_along_axis(values, index, axis=1), axis=1, kind="stable")
     return np.take_along_axis(index, order, axis=1)
 
@@ -409,6 +415,7 @@ def _beam_search(model, state, logits, prefix, s, rng, ignore_lengths):
     end continue; those among the top `beams` that end (eos or max_length) join the row's finished
     hypotheses, which keep the best `beams` by sum_logprobs / generated_length ** length_penalty.
     A row stops taking hypotheses once HF's early-stopping test says none can improve on them.
+    As in HF, the processors act on log-probabilities here (log_softmax first), not on raw logits.
     """
     batch, prompt_len = prefix.shape
     beams, vocab = s.num_beams, logits.shape[1]
@@ -443,8 +450,8 @@ def _beam_search(model, state, logits, prefix, s, rng, ignore_lengths):
         all_attentions.append(attention)
         totals = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
 
-        if s.do_sample:   # K draws without replacement from softmax(totals): Gumbel top-k
-            picked = _top_k_desc(totals + rng.gumbel(size=totals.shape), k)
+        if s.do_sample:   # K draws without replacement from softmax(totals): Gumbel top-k (-log Exp(1) is Gumbel)
+            picked = _top_k_desc(totals - np.log(rng.standard_exponential(totals.shape)), k)
             picked = np.take_along_axis(picked, np.argsort(-totals[row, picked], axis=1, kind="stable"), axis=1)
         else:
             picked = _top_k_desc(totals, k)

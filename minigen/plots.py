@@ -43,12 +43,12 @@ def attention_table(weights, src_tokens, tgt_tokens, digits=2):
     weights, src, tgt = _check_attention(weights, src_tokens, tgt_tokens)
     width = max([digits + 3] + [len(s) for s in src])
     row_head = max([1] + [len(t) for t in tgt])
-    lines = [" " * row_head + " " + " ".join(s.rjust(width) for s in src)]
+    lines = [" " * row_head + " " + " ".join(s.rjust(width) + " " for s in src)]
     for label, row in zip(tgt, weights):
         best = int(np.argmax(row)) if row.size else -1
-        cells = [(f"{w:.{digits}f}" + ("*" if j == best else "")).rjust(width) for j, w in enumerate(row)]
+        cells = [f"{w:.{digits}f}".rjust(width) + ("*" if j == best else " ") for j, w in enumerate(row)]
         lines.append(label.rjust(row_head) + " " + " ".join(cells))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def save_attention(weights, src_tokens, tgt_tokens, path, title=None):

@@ -89,7 +89,7 @@ def test_round_trip_every_dtype_and_shape(dtype, shape, tmp_path):
 def test_round_trip_random_arrays(arr):
     out = sf.load(sf.save({"t": arr}))["t"]
     assert out.dtype == arr.dtype and out.shape == arr.shape
-    np.testing.assert_array_equal(out, arr)  # NaNs compare equal here
+    assert out.tobytes() == arr.tobytes()  # bit-exact, NaN payloads and -0.0 included
 
 
 def test_non_contiguous_and_big_endian_inputs_are_stored_canonically():
@@ -158,6 +158,8 @@ def test_save_bad_arguments():
         sf.save([np.zeros(1)])
     with pytest.raises(TypeError, match="bytes"):
         sf.load("not bytes")
+    with pytest.raises(ValueError, match="UTF-8"):
+        sf.save({"\ud800": np.zeros(1)})
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -301,6 +303,9 @@ def test_shifted_offsets_are_rejected(name, shift_begin, shift_end):
     {"a": {"dtype": "U8", "shape": [2**62], "data_offsets": [0, 12]}},
     {"a": {"dtype": "F64", "shape": [2**62, 0], "data_offsets": [0, 0]},
      "b": {"dtype": "U8", "shape": [12], "data_offsets": [0, 12]}},
+    # booleans are not sizes, though Python treats True as 1
+    {"a": {"dtype": "U8", "shape": [12, True], "data_offsets": [0, 12]}},
+    {"a": {"dtype": "U8", "shape": [12], "data_offsets": [False, 12]}},
     # extra or missing keys, wrong entry type
     {"a": {"dtype": "U8", "shape": [12], "data_offsets": [0, 12], "extra": 1}},
     {"a": {"dtype": "U8", "shape": [12]}},
@@ -349,7 +354,8 @@ def reference_arrays():
             "layer.0.bias": rng.standard_normal(4),
             "ids": np.arange(7, dtype=np.int64), "mask": np.array([[True, False]]),
             "half": np.ones((2, 2), np.float16), "z": np.zeros((0, 2), np.int32), "b": np.array([7], np.uint8),
-            "i8": np.array([-1, 2], np.int8), "i16": np.array([300], np.int16), "u16": np.array([7], np.uint16)}
+            "i8": np.array([-1, 2], np.int8), "i16": np.array([300], np.int16), "u16": np.array([7], np.uint16),
+            "emb.ü→": np.ones(1, np.uint32), 'quote"tab\tctl\x01': np.ones(1, np.uint64)}
 
 
 def test_cross_check_with_safetensors_package(tmp_path):

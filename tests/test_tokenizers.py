@@ -7,6 +7,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+try:
+    import regex
+except ImportError:  # optional: only the equivalence test needs it
+    regex = None
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +21,7 @@ from minigen.tokenizers.pretokenize import gpt2_pattern, pretokenize
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 BYTE_SYMBOLS = list(BYTE_TO_CHAR.values())
+FILE_NAMES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 CORPUS = [
     "First Citizen: Before we proceed any further, hear me speak.\n\nAll: Speak, speak.\n",
     "You are all resolved rather to die than to famish? We'll see; they're here, I'd say.\n",
@@ -24,8 +30,8 @@ CORPUS = [
 
 # Alphabets that reach the corners: every kind of whitespace, combining marks, emoji, contractions.
 FRAGMENTS = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'", "x'", " ", "  ", "\n", "\r\n", "\t",
-             "\x0b", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "a", "Zq", "é", "e\u0301", "中",
-             "1", "٣", "Ⅻ", "½", "!", "?.", "😀", "👩‍👩‍👧", "\U0001F1EB\U0001F1F7", "\x00", "\ufeff"]
+             "\x0b", "\x1c", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "a", "Zq", "é", "e\u0301",
+             "中", "1", "٣", "Ⅻ", "½", "!", "?.", "😀", "👩‍👩‍👧", "\U0001F1EB\U0001F1F7", "\x00", "\ufeff"]
 fragment_text = st.lists(st.sampled_from(FRAGMENTS), max_size=30).map("".join)
 any_text = st.one_of(st.text(), fragment_text)
 
@@ -113,7 +119,6 @@ def test_char_bad_input():
         CharTokenizer({"ab": 0})
 
 
-@settings(max_examples=40)
 @given(data=st.data())
 def test_char_bad_files_raise_value_error(data):
     with tempfile.TemporaryDirectory() as directory:
@@ -124,7 +129,7 @@ def test_char_bad_files_raise_value_error(data):
             good = f.read()
         with open(path, "w", encoding="utf-8") as f:
             f.write(data.draw(mutated_json(good)))
-        check_load_or_value_error(CharTokenizer.from_pretrained, directory, name)
+        check_load_or_value_error(CharTokenizer.from_pretrained, directory)
 
 
 # ---------------------------------------------------------------- pre-tokenization
@@ -137,17 +142,15 @@ def test_pretokenize_known_splits():
 def same_classes_in_both_unicode_versions(c):
     """True when `regex`'s Unicode database classifies `c` as this Python's unicodedata does
     (the two can be of different Unicode versions)."""
-    regex = pytest.importorskip("regex")
     category = unicodedata.category(c)[0]
     return (bool(regex.match(r"\p{L}", c)) == (category == "L")
             and bool(regex.match(r"\p{N}", c)) == (category == "N"))
 
 
-@settings(max_examples=200)
+@pytest.mark.skipif(regex is None, reason="the regex package is not installed")
 @given(st.one_of(st.text(st.characters(exclude_categories=["Cs"]).filter(same_classes_in_both_unicode_versions)),
                  fragment_text))
 def test_pretokenize_matches_regex_package(text):
-    regex = pytest.importorskip("regex")
     assert pretokenize(text) == regex.findall(GPT2_PATTERN, text)
 
 
@@ -164,7 +167,7 @@ def test_pretokenize_classes_cover_every_letter_and_number():
 def test_byte_ids_match_gpt2():
     tok = tiny_bpe([])
     assert tok.encode("!") == [0] and tok.encode(" ") == [220] and tok.encode("\n") == [198]
-    assert tok.token_to_id("Ā") == 188 and tok.id_to_token(255) == "ĳ"
+    assert tok.token_to_id("Ā") == 188 and tok.id_to_token(255) == "Ń"
 
 
 def test_hello_world_two_tokens():
@@ -192,7 +195,6 @@ def test_bpe_round_trip(bpe, text):
     assert bpe.decode(bpe.encode(text)) == text
 
 
-@settings(max_examples=50)
 @given(st.lists(st.one_of(any_text, st.sampled_from(["<|endoftext|>", "<pad>", "<|endoftext", "<pad"]))))
 def test_bpe_special_tokens_never_split(bpe, parts):
     text = "".join(parts)
@@ -205,9 +207,10 @@ def test_bpe_special_tokens(bpe):
     eot, pad = bpe.token_to_id("<|endoftext|>"), bpe.token_to_id("<pad>")
     assert (eot, pad) == (398, 399) and bpe.vocab_size == 400
     assert bpe.encode("<|endoftext|>") == [eot]
-    ids = bpe.encode("speak<|endoftext|><pad> speak")
-    assert ids[1:3] == [eot, pad] and ids[0] == bpe.token_to_id("speak")
-    assert bpe.decode(ids, skip_special_tokens=True) == "speak speak"
+    speak = bpe.token_to_id("Ġspeak")
+    ids = bpe.encode(" speak<|endoftext|><pad> speak")
+    assert ids == [speak, eot, pad, speak]
+    assert bpe.decode(ids, skip_special_tokens=True) == " speak speak"
 
 
 def test_bpe_decode_incomplete_utf8_is_replaced():
@@ -293,7 +296,7 @@ def test_bpe_loads_gpt2_files_without_config(tmp_path):
     os.remove(tmp_path / "tokenizer_config.json")
     tok = ByteLevelBPETokenizer.from_pretrained(tmp_path)
     assert tok.special_tokens == ["<|endoftext|>"]
-    assert tok.encode(" t<|endoftext|>") == [257, 258]
+    assert tok.encode(" t<|endoftext|>") == [256, 257]
 
 
 def test_bpe_bad_input():
@@ -363,16 +366,17 @@ def mutated_merges(good):
     )
 
 
-def check_load_or_value_error(load, directory, name):
+def check_load_or_value_error(load, directory):
+    """Loading succeeds or raises ValueError naming the file at fault (for a mismatch between
+    files, such as a merge whose token the vocab lacks, the file that refers to the other)."""
     try:
         tokenizer = load(directory)
     except ValueError as err:
-        assert name in str(err)
+        assert any(os.path.join(directory, name) in str(err) for name in FILE_NAMES)
     else:
         assert tokenizer.decode(tokenizer.encode("a")) == "a"
 
 
-@settings(max_examples=60)
 @given(data=st.data())
 def test_bpe_bad_files_raise_value_error(data):
     with tempfile.TemporaryDirectory() as directory:
@@ -384,7 +388,7 @@ def test_bpe_bad_files_raise_value_error(data):
         mutation = mutated_merges(good) if name == "merges.txt" else mutated_json(good)
         with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(data.draw(mutation))
-        check_load_or_value_error(ByteLevelBPETokenizer.from_pretrained, directory, name)
+        check_load_or_value_error(ByteLevelBPETokenizer.from_pretrained, directory)
 
 
 def test_bad_file_messages(tmp_path):
@@ -399,8 +403,9 @@ def test_bad_file_messages(tmp_path):
         ByteLevelBPETokenizer.from_pretrained(tmp_path)
     merges.write_text("a b\n", encoding="utf-8")
     vocab = tok.get_vocab()
-    for bad, problem in (({**vocab, "x": -1}, "negative"), ({**vocab, "ab": "1"}, "'ab'.*non-negative integer"),
-                         ({**vocab, "zz": 0}, "share id 0"), ([1, 2], "JSON object")):
+    for bad, problem in (({**vocab, "x": -1}, "'x' has id -1"), ({**vocab, "xyz": 10**9}, "expected 0..257"),
+                         ({**vocab, "ab": "1"}, "'ab'.*integer"), ({**vocab, "zz": 0}, "share id 0"),
+                         ([1, 2], "JSON object")):
         (tmp_path / "vocab.json").write_text(json.dumps(bad), encoding="utf-8")
         with pytest.raises(ValueError, match=f"vocab.json.*{problem}"):
             ByteLevelBPETokenizer.from_pretrained(tmp_path)

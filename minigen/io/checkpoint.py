@@ -15,9 +15,9 @@ renames the new directory to ``D``, fsyncs the parent and deletes ``D.old-<rando
 Renames within one directory are atomic, so whenever the process dies one of these holds:
 ``D`` is the complete old or the complete new checkpoint (any ``.tmp``/``.old`` beside it is
 litter), or -- between the two renames -- ``D`` is missing and ``D.old-<random>`` is the
-complete old checkpoint. ``load_checkpoint`` then reads that ``.old`` directory without
-changing anything, and the next save renames it back to ``D`` before starting. The next
-successful save also removes any litter. This assumes one writer per ``D`` at a time.
+complete old checkpoint, which ``load_checkpoint`` then reads (without changing anything).
+The next successful save puts its directory at ``D`` and removes all such litter.
+This assumes one writer per ``D`` at a time.
 
 Readers may run while a save swaps the directory: a load checks that the directory it read
 is still the same one afterwards (device and inode) and otherwise reads again, so it never
@@ -72,7 +72,6 @@ def save_checkpoint(path, *, tensors, config, manifest, optimizer_tensors=None, 
     extra = _encode_extra_files(extra_files)
 
     os.makedirs(parent, exist_ok=True)
-    _restore_orphan(path)
     if os.path.exists(path):
         _check_replaceable(path)
     tmp = f"{path}.tmp-{secrets.token_hex(8)}"
@@ -197,13 +196,6 @@ def _orphan(path):
     """The ``.old`` directory left when a save died between its two renames, else None."""
     olds = [p for kind, p in _litter(path) if kind == "old" and os.path.isdir(p)]
     return max(olds, key=os.path.getmtime) if olds else None
-
-
-def _restore_orphan(path):
-    if not os.path.exists(path):
-        orphan = _orphan(path)
-        if orphan is not None:
-            os.rename(orphan, path)
 
 
 def _identity(directory):

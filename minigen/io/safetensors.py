@@ -149,7 +149,10 @@ def _prepare(tensors, metadata):
     for name, dtype, arr in items:
         header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates have no UTF-8 form
+        raise ValueError(f"save: tensor names and metadata must be encodable as UTF-8: {e}") from None
     raw += b" " * (-len(raw) % 8)  # keeps the buffer 8-byte aligned within the file
     return len(raw).to_bytes(8, "little") + raw, [arr for _, _, arr in items]
 

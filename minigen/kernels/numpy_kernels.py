@@ -113,3 +113,142 @@ def embedding_backward(ids, dy, num_embeddings):
     dw = np.zeros((num_embeddings, dy.shape[1]), dtype=dy.dtype)
     np.add.at(dw, ids, dy)
     return dw
+
+
+# ----- GRU gate arithmetic (gate order r, z, n as in PyTorch) ------------------------------------
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # never overflows, unlike 1 / (1 + exp(-x))
+
+
+def gru_gates_forward(gi, gh, h):
+    """One GRU step from the projected gates: gi = x W_ih^T + b_ih (B, 3H), gh = h W_hh^T + b_hh (B, 3H), h (B, H).
+
+    Returns (h_new, r, z, n): r = s(gi_r + gh_r), z = s(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
+    h_new = (1 - z) * n + z * h."""
+    H = h.shape[1]
+    r = _sigmoid(gi[:, :H] + gh[:, :H])
+    z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    h_new = n + z * (h - n)
+    return h_new, r, z, n
+
+
+def gru_gates_backward(dh_new, h, r, z, n, gh_n):
+    """Gradients of one GRU step's gate arithmetic; gh_n = gh[:, 2H:] (B, H).
+
+    Returns (dgi, dgh, dh): dgi, dgh (B, 3H) for the two projections and dh (B, H) for the direct path
+    h_new = ... + z * h only (the path through gh is dgh, which the caller multiplies by W_hh)."""
+    dn_pre = dh_new * (1.0 - z) * (1.0 - n * n)
+    dz_pre = dh_new * (h - n) * z * (1.0 - z)
+    dr_pre = dn_pre * gh_n * r * (1.0 - r)
+    dgi = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
+    dgh = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
+    return dgi, dgh, dh_new * z
+
+
+# ----- scaled dot-product attention (materializes the (L, S) scores: the reference, not the fast path) ----
+# A masked score is this large finite negative rather than -inf, so that the arithmetic stays finite (and
+# Numba's fastmath stays valid). A query row whose keys are all masked outputs 0 and gets lse = MASKED_SCORE.
+MASKED_SCORE = -1e30
+
+
+def _attention_blocked(mask, causal, L, S):
+    """The boolean (.., L, S) array of pairs that may not attend, or None when nothing is masked."""
+    blocked = mask
+    if causal:
+        # query i sits at absolute position i + (S - L): a single decoding query sees the whole cache
+        future = np.arange(S)[None, :] > np.arange(L)[:, None] + (S - L)
+        blocked = future if blocked is None else (blocked | future)
+    return blocked
+
+
+def _attention_scores(q, k, blocked, scale):
+    """The scaled scores q k^T * scale (B, H, L, S), MASKED_SCORE where blocked."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    return s if blocked is None else np.where(blocked, MASKED_SCORE, s)
+
+
+def _attention_exp(s, shift, blocked):
+    """exp(s - shift) with blocked pairs exactly 0 (so an all-blocked row sums to 0, not to S)."""
+    p = np.exp(s - shift)
+    return p if blocked is None else np.where(blocked, 0.0, p)
+
+
+def attention_forward(q, k, v, mask, causal, scale):
+    """softmax(q k^T * scale) v for q (B, H, L, D), k (B, H, S, D), v (B, H, S, Dv).
+
+    mask: boolean, broadcastable to (B, H, L, S), True where a query may NOT attend a key; or None.
+    causal: query i may attend keys j <= i + (S - L). Returns (out (B, H, L, Dv), lse (B, H, L)), lse the
+    log-sum-exp of the scaled, masked scores (MASKED_SCORE for a row with no attendable key; its out is 0)."""
+    L, S = q.shape[-2], k.shape[-2]
+    blocked = _attention_blocked(mask, causal, L, S)
+    s = _attention_scores(q, k, blocked, scale)
+    m = s.max(axis=-1, keepdims=True)
+    p = _attention_exp(s, m, blocked)
+    total = p.sum(axis=-1, keepdims=True)
+    empty = total == 0.0
+    total = np.where(empty, 1.0, total)
+    out = np.matmul(p / total, v)
+    lse = np.where(empty, MASKED_SCORE, m + np.log(total))[..., 0]
+    return out.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
+
+
+def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
+    """Gradients (dq, dk, dv) of attention_forward, recomputing the probabilities from lse.
+
+    Uses D = rowsum(dout * out): dscores = p * (dout v^T - D)."""
+    L, S = q.shape[-2], k.shape[-2]
+    blocked = _attention_blocked(mask, causal, L, S)
+    p = _attention_exp(_attention_scores(q, k, blocked, scale), lse[..., None], blocked)
+    dv = np.matmul(np.swapaxes(p, -1, -2), dout)
+    dp = np.matmul(dout, np.swapaxes(v, -1, -2))
+    D = (dout * out).sum(axis=-1, keepdims=True)
+    ds = p * (dp - D) * scale
+    dq = np.matmul(ds, k)
+    dk = np.matmul(np.swapaxes(ds, -1, -2), q)
+    dt = q.dtype
+    return dq.astype(dt, copy=False), dk.astype(dt, copy=False), dv.astype(dt, copy=False)
+
+
+# ----- Adam / AdamW update, in place ---------------------------------------------------------
+def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
+    """One Adam(W) step with PyTorch's formulas, updating param, exp_avg and exp_avg_sq in place.
+
+    All arrays are contiguous, of one shape and one float dtype. `weight_decay` is the decoupled one
+    (param *= 1 - lr * weight_decay first); `step` counts from 1 and sets the bias corrections.
+    One scratch array is the only temporary: this runs on every parameter every step."""
+    scratch = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay)
+    _adam_apply(param, exp_avg, exp_avg_sq, scratch, lr, beta1, beta2, eps, step)
+
+
+def adamw_amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                         step):
+    """adamw_update with AMSGrad: the denominator uses max_exp_avg_sq, the running maximum of
+    exp_avg_sq, also updated in place."""
+    scratch = _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay)
+    np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    _adam_apply(param, exp_avg, max_exp_avg_sq, scratch, lr, beta1, beta2, eps, step)
+
+
+def _adam_moments(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay):
+    if weight_decay != 0.0:
+        param *= 1.0 - lr * weight_decay
+    scratch = np.subtract(grad, exp_avg)  # exp_avg.lerp_(grad, 1 - beta1), as PyTorch writes it
+    scratch *= 1.0 - beta1
+    exp_avg += scratch
+    np.multiply(grad, grad, out=scratch)
+    scratch *= 1.0 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += scratch
+    return scratch
+
+
+def _adam_apply(param, exp_avg, second_moment, scratch, lr, beta1, beta2, eps, step):
+    step_size = lr / (1.0 - beta1 ** step)
+    bias_correction2_sqrt = (1.0 - beta2 ** step) ** 0.5
+    np.sqrt(second_moment, out=scratch)
+    scratch /= bias_correction2_sqrt
+    scratch += eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= -step_size
+    param += scratch

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..autograd import Tensor, as_tensor
 from .. import ops
+from ..ops.attention import MASKED_SCORE, ScaledDotProductAttention
 from .. import random
 
 
@@ -54,9 +55,11 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
         x = x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
     elif x.ndim == 1:
         x = x.reshape(1, -1)
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if tgt.shape != expected:
+        raise ValueError(f"cross_entropy: target shape {tgt.shape} does not match input shape {input.shape} "
+                         f"(expected target shape {expected})")
     flat = tgt.reshape(-1).astype(np.int64)
-    if flat.shape[0] != x.shape[0]:
-        raise ValueError(f"cross_entropy: target shape {tgt.shape} does not match input shape {input.shape}")
     classes = x.shape[1]
     valid = flat != ignore_index
     if np.any((flat[valid] < 0) | (flat[valid] >= classes)):
@@ -102,3 +105,73 @@ def dropout(input, p=0.5, training=True):
     if p == 1.0:
         return input * 0.0
     return ops.Dropout.apply(as_tensor(input), p, random.generator())
+
+
+# ----- attention ---------------------------------------------------------------------------------
+def _check_mask_shape(mask_shape, scores_shape, name):
+    try:
+        ok = np.broadcast_shapes(tuple(mask_shape), tuple(scores_shape)) == tuple(scores_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} of shape {tuple(mask_shape)} does not broadcast to the attention scores' "
+                         f"shape {tuple(scores_shape)} (..., L, S)")
+
+
+def _attention(query, key, value, blocked=None, additive=None, dropout_p=0.0, causal=False, scale=None,
+               need_weights=False):
+    """Attention with minigen's internal mask convention; returns (output, weights or None).
+
+    blocked: boolean array, True where a query may NOT attend; additive: a float mask added to the scores.
+    Booleans and causal alone go to the fused op; a float mask, dropout or a request for the weights take
+    the path composed from primitive ops, which gives the same values."""
+    ScaledDotProductAttention.check_shapes(query.shape, key.shape, value.shape)
+    L, S = query.shape[-2], key.shape[-2]
+    scores_shape = query.shape[:-1] + (S,)
+    if blocked is not None:
+        _check_mask_shape(blocked.shape, scores_shape, "attn_mask")
+    if additive is None and dropout_p == 0.0 and not need_weights:
+        return ScaledDotProductAttention.apply(query, key, value, mask=blocked, causal=causal, scale=scale), None
+    scale = 1.0 / np.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale
+    if additive is not None:
+        _check_mask_shape(additive.shape, scores_shape, "attn_mask")
+        scores = scores + additive
+    if causal:
+        future = np.arange(S)[None, :] > np.arange(L)[:, None] + (S - L)  # aligned to the end, as the fused op
+        blocked = future if blocked is None else blocked | future
+    if blocked is not None:
+        scores = scores.masked_fill(blocked, MASKED_SCORE)
+    weights = softmax(scores, dim=-1)
+    if blocked is not None:
+        weights = weights.masked_fill(blocked, 0.0)  # a row with nothing to attend gives 0, as the fused op
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p)
+    return weights @ value, weights
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(query key^T * scale + mask) value over the last two dims, as torch's.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) with equal leading dims; scale defaults to 1/sqrt(E).
+    attn_mask, broadcastable to (..., L, S): boolean with True where a query MAY attend (PyTorch's convention
+    here; MultiheadAttention's masks use the opposite one), or floating and added to the scores.
+    is_causal: query i attends keys j <= i + (S - L), aligned to the end so that queries appended to a KV cache
+    see the whole cache (PyTorch aligns to the start; the two agree when L == S). It may be combined with a
+    mask. A query with no key left to attend outputs 0. dropout_p > 0 drops attention weights (always, as
+    torch's functional form does; modules pass 0 in eval mode).
+
+    Boolean masks and is_causal run the fused op with its own backward; float masks and dropout run a
+    composition of primitive ops."""
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    blocked = additive = None
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+        if mask.dtype == np.bool_:
+            blocked = ~mask
+        elif mask.dtype.kind == "f":
+            additive = as_tensor(attn_mask, like=query)
+        else:
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean or floating, got {mask.dtype}")
+    return _attention(query, key, value, blocked, additive, dropout_p, is_causal, scale)[0]

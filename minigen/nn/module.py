@@ -46,10 +46,16 @@ class Module:
         if param is None:
             self._parameters[name] = None
 
-    def register_buffer(self, name, array):
-        """A non-learnable NumPy array saved in the state_dict (e.g. a causal mask)."""
+    def register_buffer(self, name, array, persistent=True):
+        """A non-learnable NumPy array kept with the module; saved in the state_dict unless persistent=False
+        (e.g. a causal mask that is rebuilt at construction)."""
         object.__setattr__(self, name, array)
         self._buffers[name] = array
+        non_persistent = self.__dict__.setdefault("_non_persistent", set())
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
@@ -125,7 +131,7 @@ class Module:
                     p.grad = None
             for n, b in list(m._buffers.items()):
                 if isinstance(b, np.ndarray) and b.dtype.kind == "f":
-                    m.register_buffer(n, b.astype(dtype))
+                    m.register_buffer(n, b.astype(dtype), persistent=n not in m.__dict__.get("_non_persistent", ()))
         return self
 
     def double(self):
@@ -138,23 +144,25 @@ class Module:
     def state_dict(self):
         """Parameter and buffer arrays by dotted name (copies), tied weights under every name."""
         out = OrderedDict()
+        for key, (_, _, p) in self._state_entries().items():
+            out[key] = np.array(p.data if isinstance(p, Tensor) else p, copy=True)
+        return out
+
+    def _state_entries(self):
+        """{dotted name: (module, attribute name, Parameter or buffer)} for everything a state_dict holds."""
+        entries = OrderedDict()
         for mod_name, module in self.named_modules():
             for name, p in list(module._parameters.items()) + list(module._buffers.items()):
-                if p is None or name in getattr(module, "_non_persistent", ()):
-                    continue
-                arr = p.data if isinstance(p, Tensor) else p
-                out[f"{mod_name}.{name}" if mod_name else name] = np.array(arr, copy=True)
-        return out
+                if p is not None and name not in module.__dict__.get("_non_persistent", ()):
+                    entries[f"{mod_name}.{name}" if mod_name else name] = (module, name, p)
+        return entries
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into parameters by name. Shapes must match; with strict, names must too.
 
         Raises ValueError listing missing, unexpected and mis-shaped keys. Returns (missing, unexpected)."""
-        own = {}
-        for mod_name, module in self.named_modules():
-            for name, p in list(module._parameters.items()) + list(module._buffers.items()):
-                if p is not None:
-                    own[f"{mod_name}.{name}" if mod_name else name] = (module, name, p)
+        own = self._state_entries()
+        state_dict = {k: v.data if isinstance(v, Tensor) else v for k, v in state_dict.items()}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         bad_shape = []
@@ -177,7 +185,7 @@ class Module:
             if key not in own:
                 continue
             module, name, target = own[key]
-            value = np.asarray(value.data if isinstance(value, Tensor) else value)
+            value = np.asarray(value)
             if isinstance(target, Tensor):
                 target.data = value.astype(target.dtype, copy=True)
             else:

@@ -41,9 +41,7 @@ def _max(self, dim=None, keepdim=False):
     if dim is None:
         return Amax.apply(self)
     values = Amax.apply(self, dim=dim, keepdim=keepdim)
-    indices = Tensor._wrap(np.argmax(self.data, axis=dim) if keepdim is False
-                           else np.expand_dims(np.argmax(self.data, axis=dim), dim))
-    return values, indices
+    return values, Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim))
 
 
 def _transpose(self, d0=-2, d1=-1):
@@ -110,7 +108,7 @@ _METHODS = {
     "max": _max,
     "min": lambda self, dim=None, keepdim=False: (
         -Amax.apply(-self) if dim is None else (-Amax.apply(-self, dim=dim, keepdim=keepdim),
-                                                Tensor._wrap(np.argmin(self.data, axis=dim)))),
+                                                Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim)))),
     "argmax": lambda self, dim=None, keepdim=False: Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim)),
     "reshape": lambda self, *shape: Reshape.apply(self, shape=_shape_args(shape)),
     "view": lambda self, *shape: Reshape.apply(self, shape=_shape_args(shape)),

@@ -11,7 +11,9 @@ class _RowOp:
     """Moves `dim` last and flattens the other axes into rows, and back."""
 
     def __init__(self, shape, dim):
-        self.dim = dim % len(shape) if shape else 0
+        if not -len(shape) <= dim < len(shape):
+            raise IndexError(f"dim {dim} out of range for a tensor of shape {shape}")
+        self.dim = dim % len(shape)
         self.moved_shape = tuple(s for i, s in enumerate(shape) if i != self.dim) + (shape[self.dim],)
 
     def rows(self, a):

@@ -41,6 +41,13 @@ class Expand(Function):
         return (grad,)  # the engine's unbroadcast sums back to the input shape
 
 
+def _is_basic(index):
+    """Whether an index holds only ints, slices, None and Ellipsis (NumPy's basic indexing)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice)
+               or (isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))) for i in items)
+
+
 class GetItem(Function):
     """Indexing with ints, slices, None, Ellipsis, boolean and integer arrays.
 
@@ -55,7 +62,10 @@ class GetItem(Function):
 
     def backward(self, grad):
         out = np.zeros(self.shape, dtype=grad.dtype)
-        np.add.at(out, self.index, grad)
+        if _is_basic(self.index):
+            out[self.index] = grad  # ints and slices never select an element twice: plain assignment is exact
+        else:
+            np.add.at(out, self.index, grad)
         return out, None
 
 
@@ -83,7 +93,10 @@ class Stack(Function):
             raise ValueError("stack: expected a non-empty sequence of tensors")
         if len({a.shape for a in arrays}) != 1:
             raise ValueError(f"stack: all tensors must have the same shape, got {[a.shape for a in arrays]}")
-        self.dim = dim % (arrays[0].ndim + 1)
+        ndim = arrays[0].ndim + 1
+        if not -ndim <= dim < ndim:
+            raise IndexError(f"stack: dim {dim} out of range for {ndim - 1}-D tensors (expected {-ndim}..{ndim - 1})")
+        self.dim = dim % ndim
         return np.stack(arrays, axis=self.dim)
 
     def backward(self, grad):

@@ -10,7 +10,8 @@ from .pretokenize import gpt2_pattern
 
 def bytes_to_unicode():
     """GPT-2's map byte -> printable character, in GPT-2's id order (ids 0..255 of its vocab)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     rest = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(rest)}}
 
@@ -47,8 +48,9 @@ class ByteLevelBPETokenizer:
     character in two give U+FFFD, as Hugging Face does. A lone surrogate (e.g. '\\ud800') has no UTF-8
     encoding: `encode` and `train` raise ValueError naming its position.
 
-    `vocab` maps token -> id and must hold the 256 byte symbols; `merges` is a list of token pairs in
-    rank order, each pair and its concatenation in `vocab`; `special_tokens` must be in `vocab`.
+    `vocab` maps token -> id (ids 0..len(vocab)-1) and must hold the 256 byte symbols; `merges` is a
+    list of token pairs in rank order, each pair and its concatenation in `vocab`; `special_tokens`
+    must be in `vocab`.
     """
 
     def __init__(self, vocab, merges, special_tokens=None):
@@ -105,9 +107,11 @@ class ByteLevelBPETokenizer:
         if isinstance(texts, str):
             texts = [texts]
         special_tokens = list(dict.fromkeys(special_tokens or []))
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
-            raise ValueError(f"vocab_size: expected an int >= 256 + {len(special_tokens)} special tokens, "
-                             f"got {vocab_size!r}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise TypeError(f"vocab_size: expected an int, got {vocab_size!r}")
+        if vocab_size < 256 + len(special_tokens):
+            raise ValueError(f"vocab_size: expected at least 256 byte symbols + {len(special_tokens)} special "
+                             f"tokens, got {vocab_size}")
         splitter, pattern = special_splitter(special_tokens), gpt2_pattern()
         word_counts = Counter()
         for index, text in enumerate(texts):
@@ -133,7 +137,7 @@ class ByteLevelBPETokenizer:
 
     @property
     def vocab_size(self):
-        """Number of ids: the largest id + 1 (len(vocab) when ids are contiguous, as in GPT-2)."""
+        """Number of tokens, special tokens included (ids are 0..vocab_size-1)."""
         return len(self._id_to_token)
 
     def __len__(self):
@@ -182,16 +186,7 @@ class ByteLevelBPETokenizer:
             pair = min(zip(symbols, symbols[1:]), key=lambda p: ranks.get(p, len(ranks)))
             if pair not in ranks:
                 break
-            left, right = pair
-            merged, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
-                    merged.append(left + right)
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
+            symbols = _merge_pair(symbols, pair, pair[0] + pair[1])
         if len(self._cache) >= _CACHE_LIMIT:  # bound memory on endless distinct words
             self._cache.clear()
         ids = self._cache[word] = [self._vocab[s] for s in symbols]
@@ -233,12 +228,27 @@ class ByteLevelBPETokenizer:
         merges, line_numbers = _read_merges(merges_path)
         if os.path.exists(config_path):
             special_tokens = _special_tokens_from_config(read_json(config_path), config_path)
+            check_special_tokens(special_tokens, vocab, config_path)
         else:
             special_tokens = ["<|endoftext|>"] if "<|endoftext|>" in vocab else []
         tokenizer = cls.__new__(cls)
         tokenizer._init(vocab, merges, special_tokens, vocab_path,
                         lambda i: f"{merges_path} line {line_numbers[i]}")
         return tokenizer
+
+
+def _merge_pair(symbols, pair, merged):
+    """`symbols` with each occurrence of `pair`, left to right, replaced by `merged`."""
+    left, right = pair
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
 
 
 def _learn_merges(words, counts, tokens, target_size):
@@ -259,7 +269,7 @@ def _learn_merges(words, counts, tokens, target_size):
     merges, merged_pairs = [], set()
     while len(tokens) < target_size and heap:
         negative_count, pair = heapq.heappop(heap)
-        if pair_counts[pair] != -negative_count or negative_count == 0:
+        if pair_counts[pair] != -negative_count:
             continue  # stale: a newer entry holds the current count
         left, right = pair
         new_token = tokens[left] + tokens[right]
@@ -273,14 +283,7 @@ def _learn_merges(words, counts, tokens, target_size):
         delta = defaultdict(int)
         for w in where.pop(pair):
             word, count = words[w], counts[w]
-            new_word, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and word[i] == left and word[i + 1] == right:
-                    new_word.append(new_id)
-                    i += 2
-                else:
-                    new_word.append(word[i])
-                    i += 1
+            new_word = _merge_pair(word, pair, new_id)
             if len(new_word) == len(word):
                 continue  # stale entry of `where`: the pair left this word earlier
             for p in zip(word, word[1:]):

@@ -26,7 +26,10 @@ def read_json(path):
 
 
 def check_vocab(vocab, source):
-    """Check that `vocab` maps strings to unique non-negative int ids; `source` names it in errors."""
+    """Check that `vocab` maps strings to the ids 0..len(vocab)-1, each once; `source` names it in errors.
+
+    Contiguous ids (as in every GPT-2 style vocab.json) keep a hostile file from making a decoding
+    table of one huge id, and make vocab_size == len(vocab)."""
     if not isinstance(vocab, dict):
         raise ValueError(f"{source}: expected a JSON object mapping token -> id, got {type(vocab).__name__}")
     seen = {}
@@ -35,8 +38,9 @@ def check_vocab(vocab, source):
             raise ValueError(f"{source}: key {token!r} is a {type(token).__name__}, expected a string")
         if isinstance(index, bool) or not isinstance(index, int):
             raise ValueError(f"{source}: key {token!r} has id {index!r}, expected a non-negative integer")
-        if index < 0:
-            raise ValueError(f"{source}: key {token!r} has negative id {index}")
+        if not 0 <= index < len(vocab):
+            raise ValueError(f"{source}: key {token!r} has id {index}, expected 0..{len(vocab) - 1} "
+                             f"(one id per entry)")
         if index in seen:
             raise ValueError(f"{source}: keys {seen[index]!r} and {token!r} share id {index}")
         seen[index] = token
@@ -54,8 +58,8 @@ def check_special_tokens(special_tokens, vocab, source):
 
 
 def id_table(vocab, value):
-    """A list indexed by id holding value(token), None where an id is unused."""
-    table = [None] * (max(vocab.values(), default=-1) + 1)
+    """A list indexed by id holding value(token), for a vocab checked by check_vocab."""
+    table = [None] * len(vocab)
     for token, index in vocab.items():
         table[index] = value(token)
     return table
@@ -73,15 +77,13 @@ def lookup_ids(table, ids):
         ids = list(ids)
     try:
         if not ids or min(ids) >= 0:  # negative ids would silently index from the end
-            entries = [table[i] for i in ids]
-            if None not in entries:
-                return entries
+            return [table[i] for i in ids]
     except (IndexError, TypeError):
         pass
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"ids: expected integers, got {i!r} of type {type(i).__name__}")
-        if not 0 <= i < len(table) or table[i] is None:
+        if not 0 <= i < len(table):
             raise IndexError(f"ids: id {i} is not in the vocabulary (vocab_size {len(table)})")
     raise AssertionError("unreachable: a failed lookup always has a bad id")
 
@@ -149,7 +151,7 @@ class CharTokenizer:
 
     @property
     def vocab_size(self):
-        """Number of ids: the largest id + 1 (len(vocab) when ids are contiguous)."""
+        """Number of tokens (ids are 0..vocab_size-1)."""
         return len(self._id_to_token)
 
     def __len__(self):
@@ -228,6 +230,9 @@ class CharTokenizer:
             raise ValueError(f"{config_path}: special_tokens must be a list of strings, got {special_tokens!r}")
         if unk_token is not None and not isinstance(unk_token, str):
             raise ValueError(f"{config_path}: unk_token must be a string or null, got {unk_token!r}")
+        vocab = read_json(vocab_path)
+        check_vocab(vocab, vocab_path)
+        check_special_tokens(special_tokens + [unk_token] * (unk_token is not None), vocab, config_path)
         tokenizer = cls.__new__(cls)
-        tokenizer._init(read_json(vocab_path), special_tokens, unk_token, vocab_path)
+        tokenizer._init(vocab, special_tokens, unk_token, vocab_path)
         return tokenizer

@@ -1,0 +1,135 @@
+"""Scalar math that LLVM can vectorize, for use inside @njit kernels.
+
+Numba lowers `math.exp` and `math.tanh` to scalar libm calls (SVML is not available everywhere), which
+keeps loops from vectorizing: a softmax row then runs several times slower than NumPy's SIMD exp. `fast_exp`
+is the classic range reduction exp(x) = 2^n * exp(r), |r| <= ln2/2, with a polynomial for exp(r) and
+2^n built from the exponent bits, all plain arithmetic. Each helper has a float32 variant (float32
+constants, so a float32 loop is not silently promoted to float64) and a float64 variant accurate to a few
+ulp. Like np.exp, fast_exp(-inf) is 0, fast_exp(nan) is nan, and large inputs give inf (a little early:
+above 88.3 in float32, 709 in float64).
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# LLVM's fast-math flags minus 'nnan' and 'ninf': loops still vectorize (reductions need 'reassoc'),
+# but NaN and inf keep their IEEE meaning, so a NaN in the input still shows up in the output.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _int64_bits_as_float64(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+def fast_exp(x):
+    """exp(x) for a float32 or float64 scalar inside @njit code (see the module docstring)."""
+    return math.exp(x)
+
+
+def fast_sigmoid(x):
+    """1 / (1 + exp(-x)) inside @njit code; never overflows."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def fast_tanh(x):
+    """tanh(x) inside @njit code, as 2 * sigmoid(2x) - 1."""
+    return math.tanh(x)
+
+
+@overload(fast_exp, inline="always", fastmath=FASTMATH)
+def _fast_exp(x):
+    if x == types.float32:
+        lo, hi, zero, inf = np.float32(-87.3), np.float32(88.3), np.float32(0.0), np.float32(np.inf)
+
+        def exp32(x):
+            c = min(max(x, lo), hi)
+            n = math.floor(c * np.float32(1.44269504) + np.float32(0.5))
+            # ln2 split in two so that n * ln2 is subtracted without rounding error (Cody-Waite)
+            r = c - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            p = p * r * r + r + np.float32(1.0)
+            y = p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+            return _edges(x, y, lo, hi, zero, inf)
+        return exp32
+    if x == types.float64:
+        lo, hi = -708.0, 709.0
+
+        def exp64(x):
+            c = min(max(x, lo), hi)
+            n = math.floor(c * 1.4426950408889634 + 0.5)
+            r = c - n * 0.6931471803691238 - n * 1.9082149292705877e-10
+            # Taylor series to degree 12: the remainder is below 1e-17 on |r| <= ln2/2
+            p = 2.08767569878681e-09
+            p = p * r + 2.505210838544172e-08
+            p = p * r + 2.755731922398589e-07
+            p = p * r + 2.7557319223985893e-06
+            p = p * r + 2.48015873015873e-05
+            p = p * r + 0.0001984126984126984
+            p = p * r + 0.001388888888888889
+            p = p * r + 0.008333333333333333
+            p = p * r + 0.041666666666666664
+            p = p * r + 0.16666666666666666
+            p = p * r + 0.5
+            p = p * r + 1.0
+            p = p * r + 1.0
+            y = p * _int64_bits_as_float64((np.int64(n) + np.int64(1023)) << np.int64(52))
+            return _edges(x, y, lo, hi, 0.0, np.inf)
+        return exp64
+    return None
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _edges(x, y, lo, hi, zero, inf):
+    """exp's result outside the polynomial's range: 0 below, inf above, NaN stays NaN."""
+    if x < lo:
+        y = zero
+    if x > hi:
+        y = inf
+    if x != x:
+        y = x
+    return y
+
+
+@overload(fast_sigmoid, inline="always", fastmath=FASTMATH)
+def _fast_sigmoid(x):
+    if isinstance(x, types.Float):
+        one = _one(x)
+
+        def sigmoid(x):
+            return one / (one + fast_exp(-x))
+        return sigmoid
+    return None
+
+
+@overload(fast_tanh, inline="always", fastmath=FASTMATH)
+def _fast_tanh(x):
+    if isinstance(x, types.Float):
+        one, two = _one(x), 2 * _one(x)
+
+        def tanh(x):
+            return two / (one + fast_exp(-(x + x))) - one
+        return tanh
+    return None
+
+
+def _one(numba_type):
+    """1 as a constant of the scalar type, so float32 arithmetic stays float32."""
+    return np.float32(1.0) if numba_type == types.float32 else 1.0

@@ -1,0 +1,76 @@
+"""Fused scaled dot-product attention: softmax(q k^T * scale, masked) v with a hand-written backward.
+
+The kernels work on (B, H, L, D) arrays; this op folds any leading dimensions of q, k, v into (B, H)
+and back, so the same op serves (L, D), (N, L, D), (B, H, L, D) and longer shapes."""
+import math
+
+import numpy as np
+
+from ..autograd import Function
+from .. import kernels
+
+MASKED_SCORE = kernels.MASKED_SCORE  # the score of a masked pair; the composed path uses the same value
+
+
+def _fold(lead):
+    """Leading dims -> (B, H): the last leading dim is H, the others are folded into B."""
+    if not lead:
+        return 1, 1
+    return int(np.prod(lead[:-1])), lead[-1]
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q k^T * scale) v for q (..., L, D), k (..., S, D), v (..., S, Dv) with equal leading dims.
+
+    mask: boolean, broadcastable to (..., L, S), True where a query may NOT attend a key (or None).
+    causal: query i may attend keys j <= i + (S - L), so a query appended to a KV cache sees the whole
+    cache. scale defaults to 1/sqrt(D). A query with no attendable key outputs 0."""
+
+    def forward(self, q, k, v, mask=None, causal=False, scale=None):
+        self.check_shapes(q.shape, k.shape, v.shape)
+        lead = q.shape[:-2]
+        L, S = q.shape[-2], k.shape[-2]
+        B, H = _fold(lead)
+        self.lead, self.causal = lead, bool(causal)
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        self.mask = None if mask is None else self._mask(np.asarray(mask), lead, L, S, B, H)
+        self.q, self.k, self.v = (np.ascontiguousarray(a).reshape((B, H) + a.shape[-2:]) for a in (q, k, v))
+        self.out, self.lse = kernels.attention_forward(self.q, self.k, self.v, self.mask, self.causal, self.scale)
+        return self.out.reshape(lead + self.out.shape[-2:])
+
+    @staticmethod
+    def check_shapes(q_shape, k_shape, v_shape):
+        """Raise ValueError unless q (..., L, E), k (..., S, E), v (..., S, Ev) agree, with S >= 1."""
+        lead = q_shape[:-2]
+        if len(q_shape) < 2 or len(k_shape) != len(q_shape) or len(v_shape) != len(q_shape) \
+                or k_shape[:-2] != lead or v_shape[:-2] != lead:
+            raise ValueError(f"scaled_dot_product_attention: query {q_shape}, key {k_shape} and value {v_shape} "
+                             "must be (..., L, E), (..., S, E), (..., S, Ev) with the same leading dims")
+        if k_shape[-1] != q_shape[-1] or v_shape[-2] != k_shape[-2]:
+            raise ValueError(f"scaled_dot_product_attention: query {q_shape}, key {k_shape} and value {v_shape} "
+                             "need query.shape[-1] == key.shape[-1] and key.shape[-2] == value.shape[-2]")
+        if k_shape[-2] == 0:
+            raise ValueError(f"scaled_dot_product_attention: key {k_shape} has no positions to attend")
+
+    @staticmethod
+    def _mask(mask, lead, L, S, B, H):
+        """The mask as a 4-D array broadcastable to (B, H, L, S), copied only when leading dims are folded."""
+        if mask.dtype != np.bool_:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean, got dtype {mask.dtype}")
+        target = lead + (L, S)
+        try:
+            ok = np.broadcast_shapes(mask.shape, target) == target
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"scaled_dot_product_attention: mask of shape {mask.shape} does not broadcast "
+                             f"to the scores' shape {target}")
+        if mask.ndim <= 4 and len(lead) <= 2:
+            return mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+        return np.ascontiguousarray(np.broadcast_to(mask, target)).reshape(B, H, L, S)
+
+    def backward(self, grad):
+        dout = np.ascontiguousarray(grad).reshape(self.out.shape)
+        grads = kernels.attention_backward(dout, self.q, self.k, self.v, self.out, self.lse, self.mask,
+                                           self.causal, self.scale)
+        return tuple(g.reshape(self.lead + g.shape[-2:]) for g in grads)
