@@ -39,6 +39,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .random import generator, manual_seed
+
 __all__ = [
     "DecodingModel", "GenerateOutput", "generate", "set_generation_seed",
     "apply_repetition_penalty", "block_repeated_ngrams", "top_k_filtering", "top_p_filtering",
@@ -75,13 +77,10 @@ class GenerateOutput:
     attentions: tuple | None = None
 
 
-_generator = np.random.default_rng()
-
-
-def set_generation_seed(seed: int | None) -> None:
-    """Reseed the random stream that sampling uses when generate gets no ``seed``."""
-    global _generator
-    _generator = np.random.default_rng(seed)
+def set_generation_seed(seed: int) -> None:
+    """Reseed the stream that sampling draws from when generate gets no ``seed``: minigen's global
+    generator, so this is :func:`minigen.manual_seed` (as torch.manual_seed governs HF sampling)."""
+    manual_seed(seed)
 
 
 # ---------------------------------------------------------------- logits processors (HF semantics)
@@ -273,7 +272,8 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
         with a finite score (a vocabulary smaller than the beams, every token banned), the missing
         ones are the prefix followed by padding, with score -inf.
     eos_token_id: an id or a list of ids that end a row; later positions get ``pad_token_id``.
-    seed: seeds a private random stream; without it sampling uses the stream of :func:`set_generation_seed`.
+    seed: seeds a private random stream; without it sampling draws from minigen's global generator
+        (reseeded by :func:`minigen.manual_seed`).
 
     Returns int64 sequences (B * num_return_sequences, L), right-padded with ``pad_token_id``, or a
     :class:`GenerateOutput` when ``return_dict_in_generate``, ``output_scores`` or ``output_attentions``.
@@ -301,7 +301,7 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
     ignore_lengths = None
     if attention_mask is not None and prefix.shape == input_ids.shape and np.array_equal(prefix, input_ids):
         ignore_lengths = np.argmax(attention_mask != 0, axis=1)     # leading padded positions
-    rng = _generator if seed is None else np.random.default_rng(seed)
+    rng = generator() if seed is None else np.random.default_rng(seed)
 
     logits, state = _decode(model, prefix, state, len(prefix))
     decode = _greedy_or_sample if s.num_beams == 1 else _beam_search

@@ -75,7 +75,7 @@ def away_from_zero(lo, hi):
 
 
 def array(draw, shape, elements=None, unique=False):
-    return draw(hnp.arrays(np.float64, shape, elements=elements or values(), unique=unique))
+    return draw(hnp.arrays(np.float64, shape, elements=values() if elements is None else elements, unique=unique))
 
 
 def dims(draw, ndim):
@@ -423,11 +423,14 @@ spec("LayerNorm", layer_norm_cases(), call=_layer_norm, reference=np_layer_norm)
 
 
 @st.composite
-def embedding_cases(draw):
+def embedding_cases(draw, padding=False):
+    """padding=True also draws padding_idx, whose row is read but deliberately gets no gradient, so
+    only the comparison with the composition (which detaches that row) can check it."""
     num, dim = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     ids = draw(hnp.arrays(np.int64, draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=4)),
                           elements=st.integers(0, num - 1)))
-    return Case((array(draw, (num, dim)),), {"ids": ids, "padding_idx": draw(st.none() | st.integers(0, num - 1))})
+    padding_idx = draw(st.none() | st.integers(0, num - 1)) if padding else None
+    return Case((array(draw, (num, dim)),), {"ids": ids, "padding_idx": padding_idx})
 
 
 spec("Embedding", embedding_cases(),
@@ -478,11 +481,19 @@ def embedding_composed(weight, ids, padding_idx):
     return mg.where((ids == padding_idx)[..., None], weight.detach()[ids], rows)
 
 
+@dataclass
+class Composition:
+    """A fused op rebuilt from primitives; `cases` overrides the spec's strategy when given."""
+
+    fn: Callable
+    cases: Optional[st.SearchStrategy] = None
+
+
 COMPOSITIONS = {
-    "Softmax": softmax_composed,
-    "LogSoftmax": log_softmax_composed,
-    "CrossEntropy": cross_entropy_composed,
-    "LayerNorm": layer_norm_composed,
-    "Linear": linear_composed,
-    "Embedding": embedding_composed,
+    "Softmax": Composition(softmax_composed),
+    "LogSoftmax": Composition(log_softmax_composed),
+    "CrossEntropy": Composition(cross_entropy_composed),
+    "LayerNorm": Composition(layer_norm_composed),
+    "Linear": Composition(linear_composed),
+    "Embedding": Composition(embedding_composed, embedding_cases(padding=True)),
 }

@@ -8,11 +8,11 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-
 from hypothesis.extra import numpy as hnp
 
+import minigen
 from minigen.generation import (GenerateOutput, _top_k_desc, apply_repetition_penalty, block_repeated_ngrams,
                                 generate, set_generation_seed, top_k_filtering, top_p_filtering)
 
@@ -273,7 +273,7 @@ def test_sampling_is_reproducible_with_a_seed_and_set_generation_seed():
     assert not np.array_equal(a, generate(model, SOURCES, seed=8, **kwargs))
     set_generation_seed(3)
     b = generate(model, SOURCES, **kwargs)
-    set_generation_seed(3)
+    minigen.manual_seed(3)
     np.testing.assert_array_equal(b, generate(model, SOURCES, **kwargs))
 
 
@@ -510,6 +510,13 @@ def test_wrong_logits_shape_from_model_is_reported():
             return logits[:1], state
     with pytest.raises(ValueError, match="decode_step"):
         generate(Broken(), SOURCES, max_new_tokens=2)
+
+    class BadPrefix(ToyModel):
+        def start_decoding(self, input_ids, attention_mask):
+            state, prefix = super().start_decoding(input_ids, attention_mask)
+            return state, prefix[0]
+    with pytest.raises(ValueError, match="start_decoding"):
+        generate(BadPrefix(), SOURCES, max_new_tokens=2)
 
 
 # ---------------------------------------------------------------- Hugging Face cross-check (optional)

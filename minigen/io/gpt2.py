@@ -30,7 +30,18 @@ def config_from_hf(hf, path="config.json"):
         "bias": hf.get("bias", True), "layer_norm_epsilon": float(hf.get("layer_norm_epsilon", 1e-5)),
         "activation": hf.get("activation_function", "gelu_new"),
         "tie_word_embeddings": hf.get("tie_word_embeddings", True),
+        "bos_token_id": _token_id(hf, "bos_token_id", path), "eos_token_id": _token_id(hf, "eos_token_id", path),
     }
+
+
+def _token_id(hf, key, path):
+    """A special token id of the config: an int, the first of a list, or None."""
+    value = hf.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{path}: field {key!r} has value {value!r}, expected a token id >= 0 or null")
+    return value
 
 
 def config_to_hf(cfg):
@@ -42,7 +53,7 @@ def config_to_hf(cfg):
         "activation_function": cfg["activation"], "layer_norm_epsilon": cfg["layer_norm_epsilon"],
         "resid_pdrop": cfg["dropout"], "embd_pdrop": cfg["dropout"], "attn_pdrop": cfg["dropout"],
         "tie_word_embeddings": cfg["tie_word_embeddings"], "bias": cfg["bias"],
-        "bos_token_id": cfg["vocab_size"] - 1, "eos_token_id": cfg["vocab_size"] - 1,
+        "bos_token_id": cfg.get("bos_token_id"), "eos_token_id": cfg.get("eos_token_id"),
         "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
     }
 

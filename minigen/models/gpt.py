@@ -6,9 +6,10 @@
 
 Parameter names follow Hugging Face's GPT2LMHeadModel (`transformer.h.0.attn.c_attn.weight` ...). The only
 difference is the layout of the four projection weights: GPT-2 stores them as Conv1D (in, out); minigen's
-Linear stores (out, in) as PyTorch does, so `checkpoint.py` transposes them on the way in and out.
+Linear stores (out, in) as PyTorch does, so `minigen.io.gpt2` transposes them on the way in and out.
 """
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -32,6 +33,8 @@ class GPTConfig:
     layer_norm_epsilon: float = 1e-5
     activation: str = "gelu_new"
     tie_word_embeddings: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -44,12 +47,18 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"GPTConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"GPTConfig.{name} must be None or a token id >= 0, got {value!r}")
 
     def to_dict(self):
+        """The fields as a plain dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        """A config from a dict; keys that are not fields are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -68,9 +77,10 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x, cache=None, key_padding_mask=None):
+    def forward(self, x, cache=None, attention_mask=None):
         """x (B, T, C). `cache` is a dict holding this layer's past keys and values (NumPy arrays) that
-        is extended in place; `key_padding_mask` (B, S) is True at padded key positions."""
+        is extended in place; `attention_mask` (B, S) is True at the key positions that may be attended
+        (S counts the cached positions too)."""
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
@@ -80,9 +90,7 @@ class CausalSelfAttention(nn.Module):
                 k = Tensor._wrap(np.concatenate([cache["k"], k.data], axis=2))
                 v = Tensor._wrap(np.concatenate([cache["v"], v.data], axis=2))
             cache["k"], cache["v"] = k.data, v.data
-        mask = None
-        if key_padding_mask is not None:
-            mask = key_padding_mask[:, None, None, :]
+        mask = None if attention_mask is None else attention_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)
@@ -115,8 +123,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, key_padding_mask=None):
-        x = x + self.attn(self.ln_1(x), cache, key_padding_mask)
+    def forward(self, x, cache=None, attention_mask=None):
+        x = x + self.attn(self.ln_1(x), cache, attention_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -158,31 +166,47 @@ class GPT(nn.Module):
 
     @property
     def head_weight(self):
+        """The output projection (vocab_size, n_embd): wte's weight when tied."""
         return self.transformer.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def num_parameters(self, exclude_embeddings=False):
+        """Number of parameters (tied weights counted once); optionally without the position embeddings."""
         n = sum(p.size for p in self.parameters())
         return n - self.transformer.wpe.weight.size if exclude_embeddings else n
 
     def check_input_ids(self, input_ids, name="input_ids"):
-        """Validate token ids: a 2-D integer array within the vocabulary, no longer than block_size."""
+        """Validate token ids: a (batch, length) or (length,) integer array within the vocabulary."""
         ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
         if ids.dtype.kind not in "iu":
             raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
         if ids.ndim == 1:
             ids = ids[None, :]
-        if ids.ndim != 2:
-            raise ValueError(f"{name} must have shape (batch, length), got {ids.shape}")
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"{name} must have shape (batch, length) with length >= 1, got {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
             bad = ids[(ids < 0) | (ids >= self.config.vocab_size)][0]
             raise ValueError(f"{name} contains id {int(bad)} outside the vocabulary [0, {self.config.vocab_size})")
         return ids.astype(np.int64, copy=False)
 
-    def forward(self, input_ids, targets=None, position_ids=None, caches=None, key_padding_mask=None):
-        """Logits (B, T, V) and the mean cross-entropy against `targets` (-100 ignored), or None without targets.
+    def _check_targets(self, targets, shape):
+        tgt = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        if tgt.dtype.kind not in "iu":
+            raise ValueError(f"targets must hold integer token ids, got dtype {tgt.dtype}")
+        tgt = tgt.reshape(shape) if tgt.ndim == 1 and len(shape) == 2 and shape[0] == 1 else tgt
+        if tgt.shape != shape:
+            raise ValueError(f"targets must have the shape of input_ids {shape}, got {tgt.shape}")
+        bad = (tgt != -100) & ((tgt < 0) | (tgt >= self.config.vocab_size))
+        if bad.any():
+            raise ValueError(f"targets contains id {int(tgt[bad][0])} outside the vocabulary "
+                             f"[0, {self.config.vocab_size}) (use -100 for positions to ignore)")
+        return tgt.astype(np.int64, copy=False)
+
+    def hidden_states(self, input_ids, position_ids=None, caches=None, attention_mask=None):
+        """The final hidden states ln_f(x), (B, T, n_embd): the body shared by every head.
 
         `caches` (a list with one dict per layer) turns on incremental decoding: keys and values of earlier
-        positions are read from it and the new ones appended."""
+        positions are read from it and the new ones appended. `attention_mask` (B, past + T) is 1 at the
+        positions that may be attended, 0 at padding (Hugging Face's convention)."""
         ids = self.check_input_ids(input_ids)
         B, T = ids.shape
         past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
@@ -190,33 +214,48 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
         if position_ids is None:
             position_ids = np.arange(past, past + T)[None, :]
+        mask = None
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask).astype(bool)
+            if mask.shape != (B, past + T):
+                raise ValueError(f"attention_mask must have shape {(B, past + T)} (batch, past + new tokens), "
+                                 f"got {mask.shape}")
         x = self.transformer.wte(ids) + self.transformer.wpe(position_ids)
         x = F.dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if caches is None else caches[i], key_padding_mask)
-        logits = F.linear(self.transformer.ln_f(x), self.head_weight)
+            x = block(x, None if caches is None else caches[i], mask)
+        return self.transformer.ln_f(x)
+
+    def forward(self, input_ids, targets=None, position_ids=None, caches=None, attention_mask=None):
+        """Logits (B, T, V) and the mean cross-entropy against `targets` (-100 ignored), or None without targets.
+
+        See `hidden_states` for position_ids, caches and attention_mask."""
+        h = self.hidden_states(input_ids, position_ids, caches, attention_mask)
+        logits = F.linear(h, self.head_weight)
         if targets is None:
             return logits, None
-        tgt = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-        if tgt.shape != (B, T):
-            raise ValueError(f"targets must have shape {(B, T)} like input_ids, got {tgt.shape}")
-        loss = F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(-1), ignore_index=-100)
-        return logits, loss
+        B, T, V = logits.shape
+        tgt = self._check_targets(targets, (B, T))
+        return logits, F.cross_entropy(logits.reshape(B * T, V), tgt.reshape(-1), ignore_index=-100)
 
     # ----- the decoding protocol of minigen.generation --------------------------------------
     def start_decoding(self, input_ids, attention_mask=None, use_cache=True):
+        """Begin decoding the prompts `input_ids` (B, S), left-padded where `attention_mask` is 0.
+
+        Returns (state, prefix): the prompt is the prefix every output starts with."""
         ids = self.check_input_ids(input_ids)
         if ids.shape[1] > self.config.block_size:
             raise ValueError(f"input_ids has length {ids.shape[1]}, longer than block_size {self.config.block_size}")
         mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
-        state = {"mask": np.zeros((ids.shape[0], 0), bool), "use_cache": use_cache, "pending_mask": mask,
+        state = {"mask": np.zeros((ids.shape[0], 0), bool), "pending_mask": mask,
                  "caches": [dict() for _ in self.transformer.h] if use_cache else None,
                  "tokens": np.zeros((ids.shape[0], 0), np.int64)}
         return state, ids
 
     def decode_step(self, new_tokens, state):
+        """Feed `new_tokens` (N, K); return the next-token logits (N, V) and the state."""
         new_tokens = np.asarray(new_tokens, dtype=np.int64)
         K = new_tokens.shape[1]
         pending = state.pop("pending_mask", None)
@@ -226,19 +265,22 @@ class GPT(nn.Module):
         state["tokens"] = np.concatenate([state["tokens"], new_tokens], axis=1)
         if mask.shape[1] > self.config.block_size:
             raise ValueError(f"generation reached length {mask.shape[1]}, longer than block_size "
-                             f"{self.config.block_size}; lower max_length")
+                             f"{self.config.block_size}; lower max_length or max_new_tokens")
         # left padding: positions count real tokens only, as in Hugging Face's GPT-2
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        pad = None if mask.all() else ~mask
+        attention_mask = None if mask.all() else mask
         with no_grad():
-            if state["use_cache"]:
-                logits, _ = self.forward(new_tokens, position_ids=positions[:, -K:], caches=state["caches"],
-                                         key_padding_mask=pad)
+            if state["caches"] is not None:
+                h = self.hidden_states(new_tokens, positions[:, -K:],
+                                       state["caches"], attention_mask)
             else:
-                logits, _ = self.forward(state["tokens"], position_ids=positions, key_padding_mask=pad)
-        return logits.data[:, -1, :], state
+                h = self.hidden_states(state["tokens"], positions, None, attention_mask)
+            # only the last position's logits are needed: skip the (T, V) head product of the prompt
+            logits = F.linear(h[:, -1, :], self.head_weight)
+        return logits.data, state
 
     def reorder_state(self, state, index):
+        """Row i of the new state is row index[i] of `state` (beams, repeated return sequences)."""
         state = dict(state)
         for key in ("mask", "tokens", "pending_mask"):
             if state.get(key) is not None:
@@ -248,14 +290,52 @@ class GPT(nn.Module):
         return state
 
     def generate(self, input_ids, attention_mask=None, use_cache=True, **kwargs):
-        """Hugging Face's `generate`: prompt + continuation as an int64 array. See minigen.generation.generate."""
+        """Hugging Face's `generate`: prompt + continuation as an int64 array (see minigen.generation.generate).
+
+        eos_token_id defaults to the config's, as Hugging Face's generation config does; use_cache=False
+        recomputes the whole sequence at every step (the reference the KV cache is tested against)."""
         from ..generation import generate
+        kwargs.setdefault("eos_token_id", self.config.eos_token_id)
         was_training = self.training
         self.eval()
         try:
             return generate(_Decoder(self, use_cache), input_ids, attention_mask=attention_mask, **kwargs)
         finally:
             self.train(was_training)
+
+    # ----- Hugging Face checkpoint directories ------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory, dtype=np.float32):
+        """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+        config, weights = load_gpt2_directory(directory)
+        model = cls(config).to(dtype)
+        model.load_state_dict(weights, strict=True)
+        return model
+
+    def save_pretrained(self, directory):
+        """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (each file atomically)."""
+        from ..io import gpt2
+        from ..io.config import save_json
+        from ..io.safetensors import save_file
+        os.makedirs(directory, exist_ok=True)
+        tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings)
+        save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+        save_json(gpt2.config_to_hf(self.config.to_dict()), os.path.join(directory, "config.json"))
+
+
+def load_gpt2_directory(directory):
+    """(GPTConfig, minigen state dict) from a Hugging Face GPT-2 directory; FileNotFoundError if absent."""
+    from ..io import gpt2
+    from ..io.config import load_json
+    from ..io.safetensors import load_file
+    directory = os.fspath(directory)
+    config_path, weights_path = os.path.join(directory, "config.json"), os.path.join(directory, "model.safetensors")
+    for path in (config_path, weights_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"from_pretrained: {path!r} not found (expected a checkpoint directory with "
+                                    f"config.json and model.safetensors)")
+    config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
+    return config, gpt2.state_dict_from_hf(load_file(weights_path))
 
 
 class _Decoder:
@@ -279,36 +359,3 @@ def adamw_param_groups(model, weight_decay):
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def from_pretrained(cls, directory, dtype=np.float32):
-    """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
-    import os
-    from ..io import gpt2
-    from ..io.config import load_json
-    from ..io.safetensors import load_file
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"from_pretrained: no checkpoint directory at {directory!r}")
-    config_path = os.path.join(directory, "config.json")
-    config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
-    model = cls(config).to(dtype)
-    weights = gpt2.state_dict_from_hf(load_file(os.path.join(directory, "model.safetensors")))
-    model.load_state_dict(weights, strict=True)
-    return model
-
-
-def save_pretrained(self, directory):
-    """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (atomically per file)."""
-    import os
-    from ..io import gpt2
-    from ..io.config import save_json
-    from ..io.safetensors import save_file
-    os.makedirs(directory, exist_ok=True)
-    tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings)
-    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    save_json(gpt2.config_to_hf(self.config.to_dict()), os.path.join(directory, "config.json"))
-
-
-GPT.from_pretrained = classmethod(from_pretrained)
-GPT.save_pretrained = save_pretrained

@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from ..autograd import Tensor
-from ..ops import Recurrence, cat, stack, where
+from ..ops import cat, stack, where
+from ..ops.rnn import Recurrence
 from . import functional as F
 from . import init
 from .layers import check_features, empty_parameter

@@ -41,6 +41,9 @@ class _Seq2SeqAttention(Module):
         mask = self._check(query, keys, mask)
         if projected_keys is None:
             projected_keys = self.precompute_keys(keys)
+        elif projected_keys.ndim != 3 or projected_keys.shape[:2] != keys.shape[:2]:
+            raise ValueError(f"{type(self).__name__}: projected_keys has shape {projected_keys.shape}, expected "
+                             f"{keys.shape[:2]} + (features,) as returned by precompute_keys(keys)")
         scores = self._scores(query, projected_keys)
         if mask is not None:
             scores = scores.masked_fill(mask, MASKED_SCORE)

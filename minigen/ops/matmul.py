@@ -22,11 +22,9 @@ class MatMul(Function):
         # promote 1-D operands to matrices so that one formula serves every case
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g = grad
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = np.expand_dims(g, -1)
+        # restore the axes that 1-D operands dropped from the output: m last, then n before it
+        g = grad[..., None] if b.ndim == 1 else grad
+        g = g[..., None, :] if a.ndim == 1 else g
         ga = np.matmul(g, np.swapaxes(b2, -1, -2))
         gb = np.matmul(np.swapaxes(a2, -1, -2), g)
         if a.ndim == 1:

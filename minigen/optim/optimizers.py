@@ -174,13 +174,13 @@ class Optimizer:
     def _step_group(self, group):
         raise NotImplementedError
 
-    def _check_range(self, where, key, value, low, high=float("inf"), high_open=False):
-        """Raise unless low <= value <= high (value < high when high_open); NaN is always rejected."""
+    def _check_range(self, where, key, value, low, high=None):
+        """Raise unless low <= value (and value < high when high is given); NaN is always rejected."""
         name = type(self).__name__
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: {where}{key} must be a real number, got {value!r}")
-        if not (low <= value and (value < high if high_open else value <= high)):
-            bound = f"in [{low}, {high})" if high_open else f">= {low}" if high == float("inf") else f"in [{low}, {high}]"
+        if not (low <= value and (high is None or value < high)):
+            bound = f">= {low}" if high is None else f"in [{low}, {high})"
             raise ValueError(f"{name}: {where}{key} must be {bound}, got {value}")
 
 
@@ -261,7 +261,7 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{type(self).__name__}: {where}betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
-            self._check_range(where, f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+            self._check_range(where, f"betas[{i}]", beta, 0.0, 1.0)
 
     def _state_keys(self, group):
         keys = ("step", "exp_avg", "exp_avg_sq")

@@ -20,7 +20,7 @@ def _rows(x, dtype=None):
 
 
 # ----- LayerNorm ----------------------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
     n, f = x.shape
     zero = x.dtype.type(0)
@@ -53,7 +53,7 @@ def layer_norm_forward(x, weight, bias, eps):
     return y, mean, rstd
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
     n, f = x.shape
     zero = x.dtype.type(0)
@@ -90,7 +90,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
 
 
 # ----- softmax and log_softmax --------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_forward(x, y, log):
     n, f = x.shape
     for i in range(n):
@@ -131,7 +131,7 @@ def log_softmax_forward(x):
     return y
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_backward(dy, y, dx, log):
     n, f = y.shape
     for i in range(n):
@@ -168,7 +168,7 @@ def log_softmax_backward(dy, y):
 
 
 # ----- softmax + cross-entropy --------------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _check_targets(target, ignore_index, classes):
     """The first row whose target is neither ignore_index nor a class, or -1."""
     for i in range(target.shape[0]):
@@ -187,7 +187,7 @@ def _targets(target, ignore_index, classes, name):
     return target
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cross_entropy_forward(logits, target, ignore_index, label_smoothing, losses, lse):
     n, c = logits.shape
     zero = logits.dtype.type(0)
@@ -223,7 +223,7 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     return losses, lse
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cross_entropy_backward(logits, target, lse, row_scale, ignore_index, label_smoothing, grad):
     n, c = logits.shape
     dt = logits.dtype.type

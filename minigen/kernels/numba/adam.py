@@ -1,0 +1,62 @@
+"""Adam / AdamW parameter updates in place, one pass over the arrays (PyTorch's formulas).
+
+The reference makes seven passes over every parameter each step; this reads each of param, grad,
+exp_avg and exp_avg_sq once and writes three of them once.
+"""
+import numpy as np
+from numba import njit
+
+from .. import numpy_kernels
+from .scalar import FASTMATH
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, lr, beta1, beta2, eps, weight_decay,
+               step):
+    dt = param.dtype.type
+    decay = dt(1.0 - lr * weight_decay)
+    take1, keep2, take2 = dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2)
+    step_size = dt(lr / (1.0 - beta1 ** step))
+    inv_bias2_sqrt = dt(1.0 / (1.0 - beta2 ** step) ** 0.5)
+    eps = dt(eps)
+    for i in range(param.size):
+        g = grad[i]
+        m = exp_avg[i] + (g - exp_avg[i]) * take1
+        v = exp_avg_sq[i] * keep2 + g * g * take2
+        exp_avg[i], exp_avg_sq[i] = m, v
+        if amsgrad:
+            v = max(max_exp_avg_sq[i], v)
+            max_exp_avg_sq[i] = v
+        param[i] = param[i] * decay - step_size * m / (np.sqrt(v) * inv_bias2_sqrt + eps)
+
+
+def _flat_views(*arrays):
+    """1-D views of arrays that share one shape, one float dtype and C order, else None (no view exists)."""
+    first = arrays[0]
+    if all(a.shape == first.shape and a.dtype == first.dtype and a.flags.c_contiguous for a in arrays):
+        return [a.reshape(-1) for a in arrays]
+    return None
+
+
+def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
+    """One Adam(W) step updating param, exp_avg and exp_avg_sq in place (see the NumPy reference)."""
+    flat = _flat_views(param, grad, exp_avg, exp_avg_sq)
+    if flat is None:  # an in-place update needs views: the reference handles any layout
+        numpy_kernels.adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)
+        return
+    p, g, m, v = flat
+    _adam_step(p, g, m, v, v[:0], False, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+               int(step))
+
+
+def adamw_amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                         step):
+    """adamw_update with AMSGrad: the denominator uses the running maximum max_exp_avg_sq, updated in place."""
+    flat = _flat_views(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    if flat is None:
+        numpy_kernels.adamw_amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
+                                           weight_decay, step)
+        return
+    p, g, m, v, vmax = flat
+    _adam_step(p, g, m, v, vmax, True, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+               int(step))

@@ -1,0 +1,176 @@
+"""Gradient-check specs of the layer ops: the fused recurrence and the fused attention.
+
+LAYER_OP_SPECS maps op name -> OpSpec and LAYER_COMPOSITIONS maps op name -> Composition, with the
+structure of SPECS and COMPOSITIONS in op_specs.py (merge them with dict.update after those are built).
+The NumPy references here are written from the documented equations, independently of minigen, and
+test_rnn.py / test_attention.py reuse them to check whole layers.
+"""
+import numpy as np
+from hypothesis import assume, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minigen as mg
+from minigen.autograd import Function
+
+from op_specs import Case, Composition, OpSpec, array, values
+
+
+# ----- the recurrence ---------------------------------------------------------------------------
+def np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_cell_step(x_proj, h, weight_hh, bias_hh, mode):
+    """One step of a cell from its input projection x_proj (B, G): (h_new, pre-activation or None)."""
+    gh = h @ weight_hh.T + (0.0 if bias_hh is None else bias_hh)
+    if mode != "gru":
+        pre = x_proj + gh
+        return (np.tanh(pre) if mode == "tanh" else np.maximum(pre, 0.0)), pre
+    H = h.shape[1]
+    r = np_sigmoid(x_proj[:, :H] + gh[:, :H])
+    z = np_sigmoid(x_proj[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(x_proj[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1.0 - z) * n + z * h, None
+
+
+def np_recurrence(x_proj, h0, weight_hh, bias_hh=None, mask=None, reverse=False, mode="gru", preactivations=None):
+    """Every state (T, B, H); padded steps (mask False) carry the state. Appends pre-activations to a list."""
+    T = x_proj.shape[0]
+    hs, h = np.empty((T,) + h0.shape), h0
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        h_new, pre = np_cell_step(x_proj[t], h, weight_hh, bias_hh, mode)
+        if preactivations is not None and pre is not None:
+            preactivations.append(pre)
+        h = h_new if mask is None else np.where(mask[t][:, None], h_new, h)
+        hs[t] = h
+    return hs
+
+
+@st.composite
+def recurrence_cases(draw):
+    mode = draw(st.sampled_from(["gru", "tanh", "relu"]))
+    T, B, H = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    G = 3 * H if mode == "gru" else H
+    inputs = [array(draw, (T, B, G)), array(draw, (B, H), values(-1.0, 1.0)),
+              array(draw, (G, H), values(-1.0, 1.0))]
+    if draw(st.booleans()):
+        inputs.append(array(draw, (G,), values(-1.0, 1.0)))
+    mask = None
+    if draw(st.booleans()):
+        lengths = np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+        mask = np.arange(T)[:, None] < lengths[None, :]
+    kwargs = {"mask": mask, "reverse": draw(st.booleans()), "mode": mode}
+    if mode == "relu":  # keep every pre-activation off relu's kink at 0
+        pre = []
+        np_recurrence(*inputs[:3], inputs[3] if len(inputs) > 3 else None, preactivations=pre, **kwargs)
+        assume(min(np.abs(p).min() for p in pre) > 1e-3)
+    return Case(tuple(inputs), kwargs)
+
+
+def _recurrence(x_proj, h0, weight_hh, *bias, mask, reverse, mode):
+    return Function.registry["Recurrence"].apply(x_proj, h0, weight_hh, bias[0] if bias else None,
+                                                 mask=mask, reverse=reverse, mode=mode)
+
+
+def _np_recurrence(x_proj, h0, weight_hh, *bias, mask, reverse, mode):
+    return np_recurrence(x_proj, h0, weight_hh, bias[0] if bias else None, mask, reverse, mode)
+
+
+def recurrence_composed(x_proj, h0, weight_hh, *bias, mask, reverse, mode):
+    """The same recurrence from primitive ops: matmul, sigmoid, tanh, relu, where, one step at a time."""
+    H = h0.shape[1]
+    states, h = {}, h0
+    for t in (range(x_proj.shape[0] - 1, -1, -1) if reverse else range(x_proj.shape[0])):
+        gh = h @ weight_hh.T + (bias[0] if bias else 0.0)
+        xt = x_proj[t]
+        if mode == "gru":
+            r = (xt[:, :H] + gh[:, :H]).sigmoid()
+            z = (xt[:, H:2 * H] + gh[:, H:2 * H]).sigmoid()
+            n = (xt[:, 2 * H:] + r * gh[:, 2 * H:]).tanh()
+            h_new = (1.0 - z) * n + z * h
+        else:
+            h_new = (xt + gh).tanh() if mode == "tanh" else (xt + gh).relu()
+        h = h_new if mask is None else mg.where(mask[t][:, None], h_new, h)
+        states[t] = h
+    return mg.stack([states[t] for t in range(len(states))], dim=0)
+
+
+# ----- attention --------------------------------------------------------------------------------
+def np_attention(q, k, v, blocked=None, causal=False, scale=None):
+    """softmax(q k^T * scale) v, where `blocked` (True = may not attend) and the end-aligned causal mask
+    remove pairs; a query with nothing left to attend gives 0."""
+    L, S = q.shape[-2], k.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    allowed = np.ones((L, S), bool)
+    if causal:
+        allowed &= np.arange(S)[None, :] <= np.arange(L)[:, None] + (S - L)
+    if blocked is not None:
+        allowed = allowed & ~blocked
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    e = np.where(allowed, np.exp(scores - scores.max(axis=-1, keepdims=True)), 0.0)
+    total = e.sum(axis=-1, keepdims=True)
+    return np.matmul(e / np.where(total == 0, 1.0, total), v)
+
+
+@st.composite
+def attention_cases(draw):
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=2))
+    L, S, E, Ev = (draw(st.integers(1, 4)) for _ in range(4))
+    q, k, v = array(draw, lead + (L, E)), array(draw, lead + (S, E)), array(draw, lead + (S, Ev))
+    mask = None
+    if draw(st.booleans()):
+        shape = draw(hnp.broadcastable_shapes(lead + (L, S), max_dims=len(lead) + 2))
+        mask = draw(hnp.arrays(np.bool_, shape))
+    kwargs = {"mask": mask, "causal": draw(st.booleans()), "scale": draw(st.none() | values(0.1, 2.0))}
+    return Case((q, k, v), kwargs)
+
+
+def attention_composed(q, k, v, mask, causal, scale):
+    """The same attention from primitive ops: matmul, masked_fill, softmax."""
+    L, S = q.shape[-2], k.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    blocked = np.zeros((L, S), bool) if mask is None else mask
+    if causal:
+        blocked = blocked | (np.arange(S)[None, :] > np.arange(L)[:, None] + (S - L))
+    scores = ((q @ k.transpose(-2, -1)) * scale).masked_fill(blocked, -1e30)
+    return scores.softmax(dim=-1).masked_fill(blocked, 0.0) @ v
+
+
+LAYER_OP_SPECS = {
+    "Recurrence": OpSpec("Recurrence", recurrence_cases(), _recurrence, _np_recurrence),
+    "ScaledDotProductAttention": OpSpec(
+        "ScaledDotProductAttention", attention_cases(),
+        lambda q, k, v, **kw: Function.registry["ScaledDotProductAttention"].apply(q, k, v, **kw),
+        lambda q, k, v, mask, causal, scale: np_attention(q, k, v, mask, causal, scale)),
+}
+
+LAYER_COMPOSITIONS = {
+    "Recurrence": Composition(recurrence_composed),
+    "ScaledDotProductAttention": Composition(attention_composed),
+}
+
+
+# ----- whole layers -----------------------------------------------------------------------------
+def module_call(module, forward):
+    """(call, parameter arrays) for gradcheck.check_gradients: call(*inputs, *parameters, **kwargs) runs
+    forward(*inputs, **kwargs) with the module's parameters replaced by the given tensors, so that the
+    check covers the gradients of the inputs and of every parameter."""
+    names = [name for name, _ in module.named_parameters()]
+    arrays = [p.data.copy() for p in module.parameters()]
+
+    def call(*tensors, **kwargs):
+        split = len(tensors) - len(names)
+        for name, t in zip(names, tensors[split:]):
+            *path, attr = name.split(".")
+            owner = module
+            for part in path:
+                owner = getattr(owner, part)
+            object.__setattr__(owner, attr, t)  # the Tensor stands in for the Parameter during the check
+        return forward(*tensors[:split], **kwargs)
+
+    return call, arrays
+
+
+def flat(*tensors):
+    """Several outputs as one vector, for checks that need a single output tensor."""
+    return mg.cat([t.reshape(-1) for t in tensors if t is not None])
