@@ -8,6 +8,7 @@ import numpy as np
 
 from .autograd import Function, Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from . import ops
+from . import nn, optim, tokenizers, data
 from .ops import cat, stack, where
 from .creation import arange, full, ones, ones_like, rand, randn, zeros, zeros_like
 from .random import manual_seed

@@ -20,7 +20,8 @@ def _figure_class():
 
 
 def _labels(tokens, name, size):
-    labels = [str(t) for t in tokens]
+    # A space would be invisible as a label: show it as an open box.
+    labels = [str(t).replace(" ", "\u2423") for t in tokens]
     if len(labels) != size:
         raise ValueError(f"{name} has {len(labels)} labels but the attention matrix has {size} along that axis")
     return labels
@@ -70,9 +71,8 @@ def save_attention(weights, src_tokens, tgt_tokens, path, title=None):
     ax = fig.add_subplot()
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(1e-9, float(weights.max(initial=0.0))),
                       aspect="auto")
-    # Spaces would be invisible as tick labels: show them as an open box.
-    ax.set_xticks(range(len(src)), [s.replace(" ", "\u2423") for s in src], fontsize=8)
-    ax.set_yticks(range(len(tgt)), [t.replace(" ", "\u2423") for t in tgt], fontsize=8)
+    ax.set_xticks(range(len(src)), src, fontsize=8)
+    ax.set_yticks(range(len(tgt)), tgt, fontsize=8)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     if title:

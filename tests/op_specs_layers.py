@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 import minigen as mg
 from minigen.autograd import Function
 
-from op_specs import Case, Composition, OpSpec, array, values
+from op_specs import Case, Composition, OpSpec, array, shape_broadcasting_into, values
 
 
 # ----- the recurrence ---------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def attention_cases(draw):
     q, k, v = array(draw, lead + (L, E)), array(draw, lead + (S, E)), array(draw, lead + (S, Ev))
     mask = None
     if draw(st.booleans()):
-        shape = draw(hnp.broadcastable_shapes(lead + (L, S), max_dims=len(lead) + 2))
+        shape = draw(shape_broadcasting_into(lead + (L, S)))
         mask = draw(hnp.arrays(np.bool_, shape))
     kwargs = {"mask": mask, "causal": draw(st.booleans()), "scale": draw(st.none() | values(0.1, 2.0))}
     return Case((q, k, v), kwargs)

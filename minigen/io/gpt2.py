@@ -8,6 +8,8 @@ so exactly those four weights are transposed on the way in and out.
 import numpy as np
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# the weights whose layer has a bias in transformers' GPT-2 (output vectors of length weight.shape[0])
+BIASED_WEIGHTS = CONV1D_WEIGHTS + ("ln_1.weight", "ln_2.weight", "ln_f.weight")
 # buffers of old GPT-2 checkpoints (the causal mask), not parameters
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
@@ -58,23 +60,35 @@ def config_to_hf(cfg):
     }
 
 
-def state_dict_from_hf(tensors):
-    """minigen names and layouts from a GPT-2 safetensors dict."""
+def state_dict_from_hf(tensors, bias=True):
+    """minigen names and layouts from a GPT-2 safetensors dict.
+
+    For a model without biases (`bias=False`), bias tensors in the file must be all zero (as
+    `state_dict_to_hf` writes them for transformers, whose GPT-2 always has biases) and are dropped."""
     out = {}
     for name, arr in tensors.items():
         if name.endswith(IGNORED_SUFFIXES):
             continue
         key = name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
+        if not bias and key.endswith(".bias"):
+            if np.any(arr):
+                raise ValueError(f"checkpoint tensor {name!r} is non-zero but the config says bias=false")
+            continue
         if key.endswith(CONV1D_WEIGHTS):
             arr = np.ascontiguousarray(arr.T)
         out[key] = arr
     return out
 
 
-def state_dict_to_hf(state_dict, tie_word_embeddings=True):
-    """GPT-2 names (with the `transformer.` prefix, as GPT2LMHeadModel saves) and Conv1D layouts."""
+def state_dict_to_hf(state_dict, tie_word_embeddings=True, bias=True):
+    """GPT-2 names (with the `transformer.` prefix, as GPT2LMHeadModel saves) and Conv1D layouts.
+
+    transformers' GPT-2 always has biases: for a model without them (`bias=False`) zeros are written,
+    which computes the same function."""
     out = {}
     for key, arr in state_dict.items():
+        if not bias and key.endswith(BIASED_WEIGHTS):
+            out[key[:-len("weight")] + "bias"] = np.zeros(arr.shape[0], arr.dtype)
         if key.endswith(CONV1D_WEIGHTS):
             arr = np.ascontiguousarray(arr.T)
         out[key] = arr

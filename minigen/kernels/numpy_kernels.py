@@ -90,14 +90,14 @@ def _erf(x):
 def gelu_forward(x, approximate):
     """GELU; approximate='tanh' is GPT-2's `gelu_new`, 'none' the exact erf form."""
     if approximate == "tanh":
-        inner = SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        inner = SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
         return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype, copy=False)
     return (0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))).astype(x.dtype, copy=False)
 
 
 def gelu_backward(dy, x, approximate):
     if approximate == "tanh":
-        inner = SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        inner = SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
         t = np.tanh(inner)
         d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
     else:

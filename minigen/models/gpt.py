@@ -129,14 +129,55 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Holds the embeddings, blocks and final LayerNorm under GPT-2's names (wte, wpe, h, ln_f)."""
+    """The GPT body under GPT-2's names (wte, wpe, h, ln_f): token ids -> final hidden states."""
 
     def __init__(self, config):
         super().__init__()
+        self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+
+    def check_input_ids(self, input_ids, name="input_ids"):
+        """Validate token ids: a (batch, length) or (length,) integer array within the vocabulary."""
+        vocab = self.config.vocab_size
+        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"{name} must have shape (batch, length) with length >= 1, got {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            bad = ids[(ids < 0) | (ids >= vocab)][0]
+            raise ValueError(f"{name} contains id {int(bad)} outside the vocabulary [0, {vocab})")
+        return ids.astype(np.int64, copy=False)
+
+    def forward(self, input_ids, position_ids=None, caches=None, attention_mask=None):
+        """The final hidden states ln_f(x), (B, T, n_embd).
+
+        `caches` (a list with one dict per layer) turns on incremental decoding: keys and values of earlier
+        positions are read from it and the new ones appended. `attention_mask` (B, past + T) is 1 at the
+        positions that may be attended, 0 at padding (Hugging Face's convention)."""
+        ids = self.check_input_ids(input_ids)
+        B, T = ids.shape
+        past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
+        if position_ids is None:
+            position_ids = np.arange(past, past + T)[None, :]
+        mask = None
+        if attention_mask is not None:
+            mask = np.asarray(attention_mask).astype(bool)
+            if mask.shape != (B, past + T):
+                raise ValueError(f"attention_mask must have shape {(B, past + T)} (batch, past + new tokens), "
+                                 f"got {mask.shape}")
+        x = self.wte(ids) + self.wpe(position_ids)
+        x = F.dropout(x, self.config.dropout, self.training)
+        for i, block in enumerate(self.h):
+            x = block(x, None if caches is None else caches[i], mask)
+        return self.ln_f(x)
 
 
 class GPT(nn.Module):
@@ -176,17 +217,7 @@ class GPT(nn.Module):
 
     def check_input_ids(self, input_ids, name="input_ids"):
         """Validate token ids: a (batch, length) or (length,) integer array within the vocabulary."""
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-        if ids.ndim == 1:
-            ids = ids[None, :]
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"{name} must have shape (batch, length) with length >= 1, got {ids.shape}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
-            bad = ids[(ids < 0) | (ids >= self.config.vocab_size)][0]
-            raise ValueError(f"{name} contains id {int(bad)} outside the vocabulary [0, {self.config.vocab_size})")
-        return ids.astype(np.int64, copy=False)
+        return self.transformer.check_input_ids(input_ids, name)
 
     def _check_targets(self, targets, shape):
         tgt = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
@@ -201,36 +232,11 @@ class GPT(nn.Module):
                              f"[0, {self.config.vocab_size}) (use -100 for positions to ignore)")
         return tgt.astype(np.int64, copy=False)
 
-    def hidden_states(self, input_ids, position_ids=None, caches=None, attention_mask=None):
-        """The final hidden states ln_f(x), (B, T, n_embd): the body shared by every head.
-
-        `caches` (a list with one dict per layer) turns on incremental decoding: keys and values of earlier
-        positions are read from it and the new ones appended. `attention_mask` (B, past + T) is 1 at the
-        positions that may be attended, 0 at padding (Hugging Face's convention)."""
-        ids = self.check_input_ids(input_ids)
-        B, T = ids.shape
-        past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
-        if past + T > self.config.block_size:
-            raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
-        if position_ids is None:
-            position_ids = np.arange(past, past + T)[None, :]
-        mask = None
-        if attention_mask is not None:
-            mask = np.asarray(attention_mask).astype(bool)
-            if mask.shape != (B, past + T):
-                raise ValueError(f"attention_mask must have shape {(B, past + T)} (batch, past + new tokens), "
-                                 f"got {mask.shape}")
-        x = self.transformer.wte(ids) + self.transformer.wpe(position_ids)
-        x = F.dropout(x, self.config.dropout, self.training)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, None if caches is None else caches[i], mask)
-        return self.transformer.ln_f(x)
-
     def forward(self, input_ids, targets=None, position_ids=None, caches=None, attention_mask=None):
         """Logits (B, T, V) and the mean cross-entropy against `targets` (-100 ignored), or None without targets.
 
-        See `hidden_states` for position_ids, caches and attention_mask."""
-        h = self.hidden_states(input_ids, position_ids, caches, attention_mask)
+        See `Transformer.forward` for position_ids, caches and attention_mask."""
+        h = self.transformer(input_ids, position_ids, caches, attention_mask)
         logits = F.linear(h, self.head_weight)
         if targets is None:
             return logits, None
@@ -271,10 +277,9 @@ class GPT(nn.Module):
         attention_mask = None if mask.all() else mask
         with no_grad():
             if state["caches"] is not None:
-                h = self.hidden_states(new_tokens, positions[:, -K:],
-                                       state["caches"], attention_mask)
+                h = self.transformer(new_tokens, positions[:, -K:], state["caches"], attention_mask)
             else:
-                h = self.hidden_states(state["tokens"], positions, None, attention_mask)
+                h = self.transformer(state["tokens"], positions, None, attention_mask)
             # only the last position's logits are needed: skip the (T, V) head product of the prompt
             logits = F.linear(h[:, -1, :], self.head_weight)
         return logits.data, state
@@ -306,11 +311,12 @@ class GPT(nn.Module):
     # ----- Hugging Face checkpoint directories ------------------------------------------------
     @classmethod
     def from_pretrained(cls, directory, dtype=np.float32):
-        """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+        """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), in eval mode
+        as Hugging Face returns it (call `.train()` to fine-tune with dropout)."""
         config, weights = load_gpt2_directory(directory)
         model = cls(config).to(dtype)
         model.load_state_dict(weights, strict=True)
-        return model
+        return model.eval()
 
     def save_pretrained(self, directory):
         """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (each file atomically)."""
@@ -318,7 +324,7 @@ class GPT(nn.Module):
         from ..io.config import save_json
         from ..io.safetensors import save_file
         os.makedirs(directory, exist_ok=True)
-        tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings)
+        tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings, self.config.bias)
         save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
         save_json(gpt2.config_to_hf(self.config.to_dict()), os.path.join(directory, "config.json"))
 
@@ -335,7 +341,7 @@ def load_gpt2_directory(directory):
             raise FileNotFoundError(f"from_pretrained: {path!r} not found (expected a checkpoint directory with "
                                     f"config.json and model.safetensors)")
     config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
-    return config, gpt2.state_dict_from_hf(load_file(weights_path))
+    return config, gpt2.state_dict_from_hf(load_file(weights_path), config.bias)
 
 
 class _Decoder:

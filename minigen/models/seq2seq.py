@@ -18,6 +18,7 @@ The model implements the step protocol of `minigen.generation`, so `model.genera
 takes Hugging Face's keywords; `model.translate(["the 3rd of March, 2021"])` works on strings when the
 model carries its vocabularies (training and `from_pretrained` attach them).
 """
+import json
 import os
 from dataclasses import asdict, dataclass, fields
 
@@ -25,6 +26,10 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
+from ..data.tasks import Vocab
+from ..generation import generate
+from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.config import parse_json
 from ..nn import functional as F
 from ..ops import cat, stack
 from ..random import generator
@@ -105,7 +110,8 @@ class Seq2Seq(nn.Module):
         super().__init__()
         if not isinstance(config, Seq2SeqConfig):
             raise TypeError(f"Seq2Seq needs a Seq2SeqConfig, got {type(config).__name__}")
-        self.config = c = config
+        self.config = config
+        c = config
         self.src_vocab, self.tgt_vocab = _check_vocabs(config, src_vocab, tgt_vocab)
         rnn, cell = CELLS[c.cell]
         directions = 2 if c.bidirectional else 1
@@ -269,7 +275,6 @@ class Seq2Seq(nn.Module):
         """Hugging Face's `generate` over source ids (B, S): int64 (B * num_return_sequences, L) sequences
         that start with bos. eos_token_id and pad_token_id default to the config's. See
         minigen.generation.generate for every keyword."""
-        from ..generation import generate
         kwargs.setdefault("eos_token_id", self.config.eos_id)
         kwargs.setdefault("pad_token_id", self.config.pad_id)
         was_training = self.training
@@ -318,8 +323,6 @@ class Seq2Seq(nn.Module):
     def save_pretrained(self, directory, step=0, extra_manifest=None):
         """Write an atomic checkpoint directory: config.json, model.safetensors, the vocabularies
         (src_vocab.json, tgt_vocab.json) when the model has them, and trainer_state.json (step, ...)."""
-        from ..io.checkpoint import save_checkpoint
-        import json
         extra = {}
         for name, vocab in ((SRC_VOCAB_FILE, self.src_vocab), (TGT_VOCAB_FILE, self.tgt_vocab)):
             if vocab is not None:
@@ -331,9 +334,6 @@ class Seq2Seq(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, dtype=np.float32):
         """Load a directory written by save_pretrained; ValueError naming the file on anything malformed."""
-        from ..data.tasks import Vocab
-        from ..io.checkpoint import load_checkpoint
-        from ..io.config import parse_json
         directory = os.fspath(directory)
         checkpoint = load_checkpoint(directory)
         where = os.path.join(directory, "config.json")
@@ -360,6 +360,8 @@ def _check_vocabs(config, src_vocab, tgt_vocab):
     for side, vocab, size in (("src", src_vocab, config.src_vocab_size), ("tgt", tgt_vocab, config.tgt_vocab_size)):
         if vocab is None:
             continue
+        if not isinstance(vocab, Vocab):
+            raise TypeError(f"{side}_vocab must be a minigen.data.Vocab, got {type(vocab).__name__}")
         if len(vocab) != size:
             raise ValueError(f"{side}_vocab has {len(vocab)} tokens but config.{side}_vocab_size is {size}")
         if vocab.pad_id != config.pad_id:

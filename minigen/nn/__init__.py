@@ -6,3 +6,4 @@ from .layers import GELU, MLP, Dropout, Embedding, LayerNorm, Linear, ReLU, Sigm
 from .rnn import GRU, RNN, GRUCell, RNNCell
 from .attention import MultiheadAttention
 from .seq2seq_attention import BahdanauAttention, LuongAttention
+from . import utils

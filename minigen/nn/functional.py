@@ -147,7 +147,7 @@ def _attention(query, key, value, blocked=None, additive=None, dropout_p=0.0, ca
         weights = weights.masked_fill(blocked, 0.0)  # a row with nothing to attend gives 0, as the fused op
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p)
-    return weights @ value, weights
+    return weights @ value, (weights if need_weights else None)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):

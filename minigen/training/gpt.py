@@ -9,18 +9,21 @@ Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads eithe
 import json
 import math
 import os
-import time
+import sys
 from dataclasses import dataclass, asdict, field
 
 import numpy as np
 
-from .. import nn, optim, random
+from .. import optim, random
 from ..data.batching import random_text_batch, split_train_val
 from ..io import gpt2
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import save_json
-from ..models.gpt import GPT, GPTConfig, adamw_param_groups
 from ..autograd import no_grad
+from ..kernels import get_backend
+from ..models.gpt import GPT, GPTConfig, adamw_param_groups
+from ..models.gpt_tasks import FIM_TOKENS, fim_batch, fim_sentinel_ids
+from ..nn.utils import clip_grad_norm_
 from .progress import Progress
 
 
@@ -55,6 +58,7 @@ class GPTTrainConfig:
     resume: bool = False
     freeze: list = field(default_factory=list)
     dtype: str = "float32"
+    fim_rate: float = 0.0
 
     def check(self):
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_iters"):
@@ -64,15 +68,22 @@ class GPTTrainConfig:
             raise ValueError(f"--max-iters must be >= 0 and --eval-interval >= 1, got {self.max_iters}, {self.eval_interval}")
         if self.learning_rate <= 0 or self.min_lr < 0:
             raise ValueError(f"--learning-rate must be > 0 and --min-lr >= 0, got {self.learning_rate}, {self.min_lr}")
+        if self.lr_decay_iters < self.warmup_iters:
+            raise ValueError(f"--lr-decay-iters must be >= --warmup-iters, got {self.lr_decay_iters} < {self.warmup_iters}")
+        if not 0.0 <= self.fim_rate <= 1.0:
+            raise ValueError(f"--fim-rate must be in [0, 1], got {self.fim_rate}")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"--tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
 
 
-def build_tokenizer(kind, text, bpe_vocab_size):
+def build_tokenizer(kind, text, bpe_vocab_size, fim=False):
+    """A char or byte-level BPE tokenizer trained on `text`; with `fim`, the fill-in-the-middle sentinels
+    are added as special tokens."""
     from ..tokenizers import ByteLevelBPETokenizer, CharTokenizer
+    specials = list(FIM_TOKENS) if fim else []
     if kind == "char":
-        return CharTokenizer.from_text(text)
-    return ByteLevelBPETokenizer.train([text], vocab_size=bpe_vocab_size, special_tokens=["<|endoftext|>"])
+        return CharTokenizer.from_text(text, special_tokens=specials)
+    return ByteLevelBPETokenizer.train([text], vocab_size=bpe_vocab_size, special_tokens=["<|endoftext|>"] + specials)
 
 
 def read_text(path):
@@ -134,40 +145,71 @@ def freeze_parameters(model, freeze):
             raise ValueError(f"--freeze: expected 'embeddings' or 'blocks:N', got {item!r}")
 
 
-def _save(path, model, optimizer, tokenizer_blobs, cfg, step, best_val, rng):
+def _save(path, model, optimizer, tokenizer_blobs, cfg, step, best_val, rng, history):
     arrays, meta = optim.optimizer_state_to_arrays(optimizer)
     manifest = {"step": step, "best_val_loss": best_val, "train_config": asdict(cfg), "optimizer": meta,
-                "batch_rng": rng.bit_generator.state, "global_rng": random.get_rng_state()}
-    save_checkpoint(path, tensors=gpt2.state_dict_to_hf(model.state_dict(), model.config.tie_word_embeddings),
+                "batch_rng": rng.bit_generator.state, "global_rng": random.get_rng_state(), **history}
+    save_checkpoint(path, tensors=gpt2.state_dict_to_hf(model.state_dict(), model.config.tie_word_embeddings,
+                                                        model.config.bias),
                     config=gpt2.config_to_hf(model.config.to_dict()), manifest=_jsonable(manifest),
                     optimizer_tensors=arrays, extra_files=tokenizer_blobs)
 
 
 def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    # non-finite floats (an infinite best loss before the first evaluation) become null
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+                      .replace("Infinity", "null").replace("NaN", "null"))
+
+
+def _resume_checkpoint(last_dir):
+    """The checkpoint to resume from: last/ (or the copy a save killed mid-swap left beside it), else None."""
+    try:
+        return load_checkpoint(last_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _model_from_checkpoint(ckpt):
+    config = GPTConfig(**gpt2.config_from_hf(ckpt.config, os.path.join(ckpt.path, "config.json")))
+    model = GPT(config)
+    model.load_state_dict(gpt2.state_dict_from_hf(ckpt.tensors, config.bias))
+    return model
+
+
+def _set_dropout(model, p):
+    """Override the dropout of a loaded model (fine-tuning often wants another rate than pre-training)."""
+    model.config.dropout = p
+    for module in model.modules():
+        if isinstance(getattr(module, "dropout", None), float):
+            module.dropout = p
 
 
 def train_gpt(cfg, log=print):
-    """Run a training job described by a GPTTrainConfig; returns (model, metrics dict)."""
+    """Run a training job described by a GPTTrainConfig; returns (model, metrics dict).
+
+    Raises FloatingPointError naming the step when the loss stops being finite; last/ then still holds
+    the last good checkpoint."""
     cfg.check()
     from ..tokenizers import load_tokenizer
-    os.makedirs(cfg.out, exist_ok=True)
     last_dir, best_dir = os.path.join(cfg.out, "last"), os.path.join(cfg.out, "best")
     random.manual_seed(cfg.seed)
     text = read_text(cfg.text)
-    resume = cfg.resume and os.path.isdir(last_dir)
-    if resume or cfg.init_from:
-        source = last_dir if resume else load_model_dir(cfg.init_from)
-        tokenizer = load_tokenizer(source)
-        model = GPT.from_pretrained(source)
+    ckpt = _resume_checkpoint(last_dir) if cfg.resume else None
+    if ckpt is not None:
+        tokenizer, model = load_tokenizer(ckpt.path), _model_from_checkpoint(ckpt)
+    elif cfg.init_from:
+        source = load_model_dir(cfg.init_from)
+        tokenizer, model = load_tokenizer(source), GPT.from_pretrained(source)
+        _set_dropout(model, cfg.dropout)
     else:
-        tokenizer = build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size)
+        tokenizer = build_tokenizer(cfg.tokenizer, text, cfg.bpe_vocab_size, cfg.fim_rate > 0)
         model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias))
     if cfg.block_size > model.config.block_size:
         raise ValueError(f"--block-size {cfg.block_size} exceeds the model's block_size {model.config.block_size}")
-    model.to(np.dtype(cfg.dtype))
+    model.to(np.dtype(cfg.dtype)).train()
     freeze_parameters(model, cfg.freeze)
+    fim_ids = fim_sentinel_ids(tokenizer) if cfg.fim_rate > 0 else None
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
     train_ids, val_ids = split_train_val(ids, 0.1)
     for name, part in (("training", train_ids), ("validation", val_ids)):
@@ -178,31 +220,36 @@ def train_gpt(cfg, log=print):
                             betas=(cfg.beta1, cfg.beta2))
     rng = np.random.default_rng(cfg.seed)
     step, best_val = 0, math.inf
-    if resume:
-        ckpt = load_checkpoint(last_dir)
+    history = {"loss_history": [], "val_history": []}
+    if ckpt is not None:
         optim.optimizer_state_from_arrays(optimizer, ckpt.optimizer_tensors, ckpt.manifest["optimizer"])
-        step, best_val = ckpt.manifest["step"], ckpt.manifest["best_val_loss"]
+        step = ckpt.manifest["step"]
+        best_val = ckpt.manifest["best_val_loss"] if ckpt.manifest["best_val_loss"] is not None else math.inf
+        history = {k: ckpt.manifest.get(k, []) for k in history}
         rng.bit_generator.state = ckpt.manifest["batch_rng"]
         random.set_rng_state(ckpt.manifest["global_rng"])
-        log(f"resumed from {last_dir} at step {step}")
+        log(f"resumed from {ckpt.path} at step {step}")
     blobs = tokenizer_files(tokenizer)
     log(f"GPT with {model.num_parameters():,} parameters; {len(train_ids):,} training tokens, "
         f"{len(val_ids):,} validation tokens; vocabulary {tokenizer.vocab_size}")
     progress = Progress(total_steps=cfg.max_iters, max_time=cfg.max_time or None)
     splits = {"train": train_ids, "val": val_ids}
     losses = {}
-    train_start = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
+    start_step = step
     while True:
-        out_of_time = bool(cfg.max_time) and time.perf_counter() - train_start > cfg.max_time
-        final = step >= cfg.max_iters or out_of_time
+        final = step >= cfg.max_iters or (cfg.max_time and progress.elapsed > cfg.max_time)
         if step % cfg.eval_interval == 0 or final:
             losses = estimate_loss(model, splits, cfg, step)
+            history["val_history"].append([step, losses["train"], losses["val"]])
             log(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if not math.isfinite(losses["val"]):
+                raise FloatingPointError(f"validation loss became {losses['val']} at step {step}; the last good "
+                                         f"checkpoint in {last_dir} is intact (lower --learning-rate?)")
             if losses["val"] < best_val:
                 best_val = losses["val"]
-                _save(best_dir, model, optimizer, blobs, cfg, step, best_val, rng)
-            _save(last_dir, model, optimizer, blobs, cfg, step, best_val, rng)
+                _save(best_dir, model, optimizer, blobs, cfg, step, best_val, rng, history)
+            _save(last_dir, model, optimizer, blobs, cfg, step, best_val, rng, history)
         if final:
             break
         lr = optim.lr_scheduler.get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters,
@@ -210,6 +257,8 @@ def train_gpt(cfg, log=print):
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = random_text_batch(train_ids, cfg.block_size, cfg.batch_size, rng)
+        if fim_ids is not None:
+            x, y = fim_batch(x, y, fim_ids, rng, cfg.fim_rate)
         _, loss = model(x, y)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
@@ -218,16 +267,15 @@ def train_gpt(cfg, log=print):
         optimizer.zero_grad()
         loss.backward()
         if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        history["loss_history"].append(loss_value)
         step += 1
-        progress.update(step, loss_value, x.size, lr=lr)
-    train_seconds = progress.elapsed
-    metrics = {"iters": step, "train_seconds": round(train_seconds, 2),
+        progress.update(step - start_step, loss_value, x.size, lr=lr)
+    metrics = {"iters": step, "train_seconds": round(progress.elapsed, 2),
                "tokens_per_second": round(progress.tokens_per_second(), 1),
                "train_loss": losses.get("train"), "val_loss": losses.get("val"), "best_val_loss": best_val,
-               "parameters": model.num_parameters(), "backend": __import__("minigen").get_backend(),
-               "config": asdict(cfg)}
+               "parameters": model.num_parameters(), "backend": get_backend(), "config": asdict(cfg), **history}
     save_json(_jsonable(metrics), os.path.join(cfg.out, "metrics.json"))
     return model, metrics
 
@@ -242,7 +290,8 @@ def _add_train_args(p):
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "warmup_iters",
                  "lr_decay_iters", "eval_interval", "eval_iters", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time"):
+    for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time",
+                 "fim_rate"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--bias", action=__import__("argparse").BooleanOptionalAction, default=d.bias)
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint directory")
@@ -253,7 +302,11 @@ def _add_train_args(p):
 
 def _run_train(args):
     fields_ = {k: v for k, v in vars(args).items() if k in GPTTrainConfig.__dataclass_fields__}
-    train_gpt(GPTTrainConfig(**fields_))
+    try:
+        train_gpt(GPTTrainConfig(**fields_))
+    except FloatingPointError as e:
+        print(f"minigen train gpt: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

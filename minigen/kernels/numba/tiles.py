@@ -1,0 +1,51 @@
+"""Small dense products on tiles, for the tiled attention kernels.
+
+SciPy is not a dependency, so `np.dot` is not available inside @njit code; these loops are the
+replacement. The innermost loop runs along contiguous rows of `out` and `b`, so LLVM vectorizes it;
+two rows of `out` and four rows of `b` are handled per pass, so every loaded vector of `b` feeds two
+FMAs and every `out` vector is loaded and stored once per four products: about 2x the naive loop.
+"""
+from numba import njit
+
+from .scalar import FASTMATH
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def matmul_acc(out, a, b, rows, inner, cols):
+    """out[:rows, :cols] += a[:rows, :inner] @ b[:inner, :cols].
+
+    out and b must have contiguous rows (C order, or a leading-axis slice of it); a may have any
+    layout, so a transposed operand is passed as `x.T`."""
+    inner4 = inner - inner % 4
+    rows2 = rows - rows % 2
+    for m in range(0, rows2, 2):
+        o0, o1 = out[m], out[m + 1]
+        for k in range(0, inner4, 4):
+            a00, a01, a02, a03 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+            a10, a11, a12, a13 = a[m + 1, k], a[m + 1, k + 1], a[m + 1, k + 2], a[m + 1, k + 3]
+            b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+            for n in range(cols):
+                x0, x1, x2, x3 = b0[n], b1[n], b2[n], b3[n]
+                o0[n] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                o1[n] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+        for k in range(inner4, inner):
+            a0k, a1k, bk = a[m, k], a[m + 1, k], b[k]
+            for n in range(cols):
+                o0[n] += a0k * bk[n]
+                o1[n] += a1k * bk[n]
+    if rows2 < rows:
+        m = rows2
+        o0 = out[m]
+        for k in range(inner):
+            a0k, bk = a[m, k], b[k]
+            for n in range(cols):
+                o0[n] += a0k * bk[n]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def transpose_into(dst, src, start, count):
+    """dst[:, :count] = src[start:start + count].T"""
+    for c in range(count):
+        row = src[start + c]
+        for d in range(row.shape[0]):
+            dst[d, c] = row[d]
