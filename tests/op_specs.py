@@ -9,6 +9,8 @@ SPECS maps an op's class name (its key in `Function.registry`) to an OpSpec:
 - `differentiable=False` for ops without a backward: only the forward is checked.
 
 To add an op, write a strategy that returns `Case(...)` and call `spec("OpName", strategy, ...)` below.
+The layer ops (Recurrence, ScaledDotProductAttention) have their specs in op_specs_layers.py, in the
+same form, run by test_layers.py; the meta-tests in test_gradcheck.py count both tables.
 Inputs are drawn where the op is smooth: kinks (abs/relu at 0, amax ties, log/sqrt/div near 0) are
 kept out by the value bounds or rejected with `assume`.
 
@@ -438,85 +440,6 @@ spec("Embedding", embedding_cases(),
      reference=lambda weight, ids, padding_idx: weight[ids])
 
 
-# ----- attention and recurrence -----------------------------------------------------------------
-def attention_blocked(mask, causal, q_shape, k_shape):
-    """Boolean (..., L, S): the pairs a query may not attend (mask True, or a key after the query)."""
-    L, S = q_shape[-2], k_shape[-2]
-    blocked = np.zeros(q_shape[:-2] + (L, S), dtype=bool)
-    if mask is not None:
-        blocked = blocked | mask
-    if causal:
-        blocked = blocked | (np.arange(S)[None, :] > np.arange(L)[:, None] + (S - L))
-    return blocked
-
-
-@st.composite
-def attention_cases(draw, every_row_attends=False):
-    """every_row_attends rejects draws where a query has no key left, whose output is 0 by definition
-    (a composition through softmax would average the values instead)."""
-    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=2))
-    L, S, D, Dv = (draw(st.integers(1, 3)) for _ in range(4))
-    q, k, v = (array(draw, lead + shape, values(-2.0, 2.0)) for shape in ((L, D), (S, D), (S, Dv)))
-    mask = draw(hnp.arrays(np.bool_, draw(shape_broadcasting_into(lead + (L, S))))) if draw(st.booleans()) else None
-    kwargs = {"mask": mask, "causal": draw(st.booleans()), "scale": draw(st.none() | values(0.1, 2.0))}
-    if every_row_attends:
-        assume(not attention_blocked(mask, kwargs["causal"], q.shape, k.shape).all(axis=-1).any())
-    return Case((q, k, v), kwargs)
-
-
-def np_attention(q, k, v, mask=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    blocked = attention_blocked(mask, causal, q.shape, k.shape)
-    scores = np.where(blocked, -np.inf, q @ np.swapaxes(k, -1, -2) * scale)
-    top = scores.max(axis=-1, keepdims=True)
-    p = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
-    total = p.sum(axis=-1, keepdims=True)
-    return np.divide(p, total, out=np.zeros_like(p), where=total > 0) @ v
-
-
-spec("ScaledDotProductAttention", attention_cases(), reference=np_attention)
-
-
-def recurrence_steps(x_proj, h0, weight_hh, bias_hh=None, mask=None, reverse=False, mode="gru"):
-    """Every hidden state (T, B, H), step by step as PyTorch defines the cells, and the tanh/relu
-    pre-activations (the relu kink is at 0)."""
-    H = h0.shape[-1]
-    sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
-    states, pre_activations, h = np.empty((len(x_proj),) + h0.shape), [], h0
-    for t in (reversed(range(len(x_proj))) if reverse else range(len(x_proj))):
-        gi, gh = x_proj[t], h @ weight_hh.T + (0.0 if bias_hh is None else bias_hh)
-        if mode == "gru":
-            r, z = sigmoid(gi[:, :H] + gh[:, :H]), sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-            n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-            new = (1 - z) * n + z * h
-        else:
-            pre_activations.append(gi + gh)
-            new = np.tanh(gi + gh) if mode == "tanh" else np.maximum(gi + gh, 0.0)
-        h = new if mask is None else np.where(mask[t][:, None], new, h)
-        states[t] = h
-    return states, pre_activations
-
-
-@st.composite
-def recurrence_cases(draw):
-    mode = draw(st.sampled_from(["gru", "tanh", "relu"]))
-    T, B, H = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    G = 3 * H if mode == "gru" else H
-    inputs = (array(draw, (T, B, G), values(-2.0, 2.0)), array(draw, (B, H), values(-1.0, 1.0)),
-              array(draw, (G, H), values(-1.0, 1.0)))
-    if draw(st.booleans()):
-        inputs += (array(draw, (G,), values(-1.0, 1.0)),)
-    mask = draw(hnp.arrays(np.bool_, (T, B))) if draw(st.booleans()) else None
-    kwargs = {"mask": mask, "reverse": draw(st.booleans()), "mode": mode}
-    if mode == "relu":
-        _, pre = recurrence_steps(*inputs, **kwargs)
-        assume(all(np.all(np.abs(p) > 1e-3) for p in pre))
-    return Case(inputs, kwargs)
-
-
-spec("Recurrence", recurrence_cases(), reference=lambda *a, **kw: recurrence_steps(*a, **kw)[0])
-
-
 # ----- fused ops rebuilt from primitives --------------------------------------------------------
 def softmax_composed(x, dim):
     e = (x - x.amax(dim=dim, keepdim=True)).exp()
@@ -552,13 +475,6 @@ def linear_composed(x, weight, bias=None):
     return y if bias is None else y + bias
 
 
-def attention_composed(q, k, v, mask=None, causal=False, scale=None):
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale
-    scores = scores.masked_fill(attention_blocked(mask, causal, q.shape, k.shape), -np.inf)
-    return scores.softmax(dim=-1) @ v
-
-
 def embedding_composed(weight, ids, padding_idx):
     rows = weight[ids]
     if padding_idx is None:
@@ -582,5 +498,4 @@ COMPOSITIONS = {
     "LayerNorm": Composition(layer_norm_composed),
     "Linear": Composition(linear_composed),
     "Embedding": Composition(embedding_composed, embedding_cases(padding=True)),
-    "ScaledDotProductAttention": Composition(attention_composed, attention_cases(every_row_attends=True)),
 }

@@ -1,9 +1,10 @@
-"""Gradient-check specs of the layer ops: the fused recurrence and the fused attention.
+"""Gradient-check specs of the layer ops (the fused recurrence and the fused attention) and helpers
+for checking whole layers.
 
 LAYER_OP_SPECS maps op name -> OpSpec and LAYER_COMPOSITIONS maps op name -> Composition, with the
-structure of SPECS and COMPOSITIONS in op_specs.py (merge them with dict.update after those are built).
-The NumPy references here are written from the documented equations, independently of minigen, and
-test_rnn.py / test_attention.py reuse them to check whole layers.
+structure of SPECS and COMPOSITIONS in op_specs.py; test_layers.py runs them. The NumPy references here
+are written from the documented equations, independently of minigen, and test_rnn.py / test_attention.py
+reuse them to check whole layers.
 """
 import numpy as np
 from hypothesis import assume, strategies as st

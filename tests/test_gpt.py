@@ -386,3 +386,60 @@ def test_bpe_files_read_by_transformers_gpt2_tokenizer(tmp_path, hf):
             do_sample=False).numpy()
     np.testing.assert_array_equal(ours, theirs)
     assert hf_tokenizer.decode(theirs[0]) == tokenizer.decode(ours[0].tolist())
+
+
+# ----- sequence classification and fill-in-the-middle ------------------------------------------------
+def test_sequence_classification_reads_the_last_real_token(gpt2_dir, model):
+    from minigen.models.gpt_tasks import GPTForSequenceClassification
+    clf = GPTForSequenceClassification.from_pretrained(gpt2_dir[0], num_labels=3, pad_token_id=0)
+    for name, value in clf.transformer.state_dict().items():
+        np.testing.assert_array_equal(value, model.transformer.state_dict()[name])
+    ids = np.array([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
+    mask = (np.arange(5) < np.array([[5], [3]])).astype(np.int64)
+    by_pad, _ = clf(ids)
+    by_mask, _ = clf(ids, attention_mask=mask)
+    alone, _ = clf(ids[1:, :3])
+    np.testing.assert_allclose(by_pad.data, by_mask.data, atol=1e-6)
+    np.testing.assert_allclose(by_pad.data[1], alone.data[0], atol=1e-5)
+    h = model.transformer(ids[:1]).data[0, -1]
+    np.testing.assert_allclose(by_pad.data[0], clf.score.weight.data @ h, atol=1e-5)
+    clf.train()
+    logits, loss = clf(ids, attention_mask=mask, labels=np.array([2, 0]))
+    loss.backward()
+    assert logits.shape == (2, 3) and clf.score.weight.grad is not None
+    with pytest.raises(ValueError, match="labels"):
+        clf(ids, labels=np.array([3, 0]))
+    with pytest.raises(ValueError, match="num_labels"):
+        GPTForSequenceClassification(model.config, 0)
+
+
+def test_fim_transform_is_prefix_suffix_middle():
+    from minigen.models.gpt_tasks import fim_batch, fim_transform
+    ids = np.arange(10, 30)
+    rng = np.random.default_rng(0)
+    assert fim_transform(ids, 1, 2, 3, rng, rate=0.0) is ids
+    for _ in range(20):
+        out = fim_transform(ids, 1, 2, 3, rng, rate=1.0)
+        assert len(out) == len(ids) + 3 and out[0] == 1
+        s, m = int(np.flatnonzero(out == 2)[0]), int(np.flatnonzero(out == 3)[0])
+        prefix, suffix, middle = out[1:s], out[s + 1:m], out[m + 1:]
+        np.testing.assert_array_equal(np.concatenate([prefix, middle, suffix]), ids)
+    x = np.tile(np.arange(10, 26), (6, 1))
+    fx, fy = fim_batch(x, x + 1, (1, 2, 3), np.random.default_rng(1), rate=0.5)
+    assert fx.shape == x.shape and np.array_equal(fx[:, 1:], fy[:, :-1])
+    moved = (fx != x).any(axis=1)
+    assert 0 < moved.sum() < 6 and (fx[moved, 0] == 1).all()
+
+
+def test_transformers_sequence_classification_parity(tmp_path, hf):
+    torch, transformers, _ = hf
+    from minigen.models.gpt_tasks import GPTForSequenceClassification
+    config = transformers.GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2, num_labels=2,
+                                     pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf_clf = transformers.GPT2ForSequenceClassification(config).eval()
+    hf_clf.save_pretrained(tmp_path)
+    clf = GPTForSequenceClassification.from_pretrained(tmp_path, num_labels=2, pad_token_id=0)
+    ids = np.array([[4, 9, 13, 0, 0], [7, 7, 8, 9, 1]])
+    with torch.no_grad():
+        expected = hf_clf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(clf(ids)[0].data, expected, atol=1e-5)

@@ -168,3 +168,48 @@ def test_fim_training_and_fill_in_the_middle(tmp_path, text_file):
     assert all(tokenizer.token_to_id(t) is not None for t in FIM_TOKENS)
     middle = fill_in_the_middle(model, tokenizer, "Fir", "zen:", max_new_tokens=6)
     assert isinstance(middle, str) and len(middle) <= 6
+
+
+# ----- chat ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chat_dir(tmp_path_factory):
+    """A random GPT with a context window of 48 characters and a char tokenizer over TEXT."""
+    import minigen
+    from minigen.models.gpt import GPTConfig
+    from minigen.tokenizers import CharTokenizer
+    path = str(tmp_path_factory.mktemp("chat"))
+    tokenizer = CharTokenizer.from_text(TEXT)
+    minigen.manual_seed(0)
+    GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_chat_keeps_recent_turns_within_the_window(chat_dir):
+    from minigen.chat import ChatSession
+    model, tokenizer = GPT.from_pretrained(chat_dir), load_tokenizer(chat_dir)
+    session = ChatSession(model, tokenizer, user_prefix="A: ", bot_prefix="B: ", max_new_tokens=10)
+    newline = tokenizer.encode("\n")[0]
+    replies = [session.reply(text) for text in ("hear me", "speak", "die", "famish")]
+    assert all("\n" not in r and len(r) <= 10 for r in replies) and len(session.turns) == 8
+    prompt = session.prompt_ids("all")
+    assert len(prompt) <= 48 - 10 + 1
+    text = tokenizer.decode(prompt)
+    assert text.endswith("A: all\nB: ") and text.startswith(("A: ", "B: "))  # whole turns, newest kept
+    kept = text.count("\n") - 1
+    assert 0 < kept < 8 and tokenizer.decode(sum(session.turns[-kept:], [])) + "A: all\nB: " == text
+    assert newline in prompt
+    # a user turn longer than the window keeps its end
+    long_prompt = session.prompt_ids("speak " * 20)
+    assert len(long_prompt) == 39 and tokenizer.decode(long_prompt).endswith("speak \nB: ")
+    session.reset()
+    assert session.prompt_ids("hi") == tokenizer.encode("A: hi\nB: ")
+
+
+def test_chat_command_reads_stdin(chat_dir, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hear me\n/reset\nspeak\n"))
+    assert main(["chat", "--checkpoint", chat_dir, "--user-prefix", "A: ", "--bot-prefix", "B: ",
+                 "--max-new-tokens", "8", "--do-sample", "--seed", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("B: ") for line in lines)

@@ -18,23 +18,29 @@ def minigen_ops():
     return {name for name, cls in Function.registry.items() if cls.__module__.startswith("minigen.")}
 
 
+def all_specs():
+    """This file's SPECS and the layer ops' specs, which test_layers.py checks the same way."""
+    from op_specs_layers import LAYER_OP_SPECS  # imported here: a broken layer spec fails only the meta-tests
+    return {**SPECS, **LAYER_OP_SPECS}
+
+
 def test_every_module_imports():
     failures = import_all_modules()
     assert not failures, f"modules that fail to import (their ops cannot be checked): {failures}"
 
 
 def test_every_registered_op_has_a_spec():
-    missing = sorted(minigen_ops() - set(SPECS))
+    missing = sorted(minigen_ops() - set(all_specs()))
     assert not missing, f"ops without a gradient-check spec in tests/op_specs.py: {missing}"
 
 
 def test_every_spec_names_a_registered_op():
-    stale = sorted(set(SPECS) - minigen_ops())
-    assert not stale, f"specs in tests/op_specs.py for ops that are not registered: {stale}"
+    stale = sorted(set(all_specs()) - minigen_ops())
+    assert not stale, f"gradient-check specs for ops that are not registered: {stale}"
 
 
 def test_specs_agree_with_the_ops_differentiable_flag():
-    wrong = sorted(n for n, s in SPECS.items() if n in Function.registry
+    wrong = sorted(n for n, s in all_specs().items() if n in Function.registry
                    and s.differentiable != Function.registry[n].differentiable)
     assert not wrong, f"specs whose `differentiable` differs from the op's: {wrong}"
 

@@ -1,4 +1,6 @@
 """The Tensor API: construction, dtypes, operators, methods, indexing and the backward engine."""
+import operator
+
 import numpy as np
 import pytest
 
@@ -162,6 +164,18 @@ def test_operators_with_scalars_and_arrays_on_both_sides(op, ref, other):
     assert t.grad.shape == (3,) and t.grad.dtype == np.float32
 
 
+def test_binary_ops_broadcast_and_name_bad_shapes():
+    a, b = leaf(np.ones((2, 1, 3))), leaf(np.arange(4.0).reshape(4, 1))
+    out = a * b
+    assert out.shape == (2, 4, 3)
+    out.sum().backward()
+    assert a.grad.shape == (2, 1, 3) and b.grad.shape == (4, 1)
+    np.testing.assert_array_equal(a.grad, np.full((2, 1, 3), 6.0))
+    np.testing.assert_array_equal(b.grad, np.full((4, 1), 6.0))
+    with pytest.raises(ValueError, match=r"Add.*\(2, 3\).*\(4,\)"):
+        mg.zeros(2, 3) + mg.zeros(4)
+
+
 def test_matmul_and_neg_operators_with_arrays():
     t = mg.tensor(np.arange(6.0).reshape(2, 3))
     right, left = np.ones((3, 2)), np.ones((4, 2))
@@ -171,13 +185,12 @@ def test_matmul_and_neg_operators_with_arrays():
     np.testing.assert_array_equal((-t).numpy(), -t.numpy())
 
 
-@pytest.mark.parametrize("op", ["<", "<=", ">", ">=", "==", "!="])
+@pytest.mark.parametrize("op", [operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne])
 def test_comparisons(op):
     a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
     for other in (2.0, mg.tensor([3.0, 2.0, 1.0]), np.array([1.0, 1.0, 5.0])):
-        got = eval(f"a {op} other")
-        raw = other.numpy() if isinstance(other, mg.Tensor) else other
-        want = eval(f"a.numpy() {op} raw")
+        got = op(a, other)
+        want = op(a.numpy(), other.numpy() if isinstance(other, mg.Tensor) else other)
         assert isinstance(got, mg.Tensor) and got.dtype == np.bool_ and not got.requires_grad
         np.testing.assert_array_equal(got.numpy(), want)
     assert a.eq(2.0).tolist() == [False, True, False] and a.ne(2.0).tolist() == [True, False, True]

@@ -8,6 +8,8 @@ so exactly those four weights are transposed on the way in and out.
 import numpy as np
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# names outside the GPT-2 body: the language-model head and GPT2ForSequenceClassification's head
+HEAD_PREFIXES = ("transformer.", "lm_head.", "score.")
 # the weights whose layer has a bias in transformers' GPT-2 (output vectors of length weight.shape[0])
 BIASED_WEIGHTS = CONV1D_WEIGHTS + ("ln_1.weight", "ln_2.weight", "ln_f.weight")
 # buffers of old GPT-2 checkpoints (the causal mask), not parameters
@@ -69,7 +71,7 @@ def state_dict_from_hf(tensors, bias=True):
     for name, arr in tensors.items():
         if name.endswith(IGNORED_SUFFIXES):
             continue
-        key = name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
+        key = name if name.startswith(HEAD_PREFIXES) else "transformer." + name
         if not bias and key.endswith(".bias"):
             if np.any(arr):
                 raise ValueError(f"checkpoint tensor {name!r} is non-zero but the config says bias=false")

@@ -44,11 +44,14 @@ class GPTForSequenceClassification(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, num_labels, pad_token_id=None, dtype=np.float32):
-        """A classifier whose body is loaded from a GPT-2 directory (config.json + model.safetensors)."""
+        """A classifier whose body is loaded from a GPT-2 directory (config.json + model.safetensors); its head
+        too when the directory holds a GPT2ForSequenceClassification with num_labels labels."""
         config, weights = load_gpt2_directory(directory)
         model = cls(config, num_labels, pad_token_id).to(dtype)
         body = {k[len("transformer."):]: v for k, v in weights.items() if k.startswith("transformer.")}
         model.transformer.load_state_dict(body)
+        if weights.get("score.weight", np.empty(0)).shape == model.score.weight.shape:
+            model.score.load_state_dict({"weight": weights["score.weight"]})
         return model.eval()
 
     def last_token_index(self, ids, attention_mask=None):

@@ -75,7 +75,7 @@ class _CellBase(Module):
         if hx is None:
             h = _zeros_like_state(x, (B, H))
         else:
-            h = hx if batched else hx.reshape(1, -1) if hx.ndim == 1 else hx
+            h = hx.reshape(1, -1) if not batched and hx.ndim == 1 else hx
             if h.shape != (B, H):
                 raise ValueError(f"{self.kind}Cell: hx has shape {hx.shape}, expected {(B, H) if batched else (H,)}")
         x_proj = F.linear(x, self.weight_ih, self.bias_ih).reshape(1, B, -1)
@@ -161,6 +161,8 @@ class _RNNBase(Module):
         batched = input.ndim == 3
         x = input.unsqueeze(1) if not batched else input.transpose(0, 1) if self.batch_first else input
         T, B = x.shape[0], x.shape[1]
+        if T == 0:
+            raise ValueError(f"{self.kind}: input of shape {input.shape} has an empty sequence")
         directions = 2 if self.bidirectional else 1
         h0 = self._initial_state(hx, x, (self.num_layers * directions, B, self.hidden_size), batched)
         mask = None if lengths is None else _check_lengths(lengths, T, B)

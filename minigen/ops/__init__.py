@@ -8,6 +8,8 @@ from .elementwise import (Abs, Add, Cast, Div, Dropout, Exp, Gelu, Log, MaskedFi
                           Sqrt, Sub, Tanh, Where)
 from .fused import CrossEntropy, Embedding, LayerNorm, LogSoftmax, Softmax
 from .matmul import Linear, MatMul
+from .attention import ScaledDotProductAttention
+from .rnn import Recurrence
 from .reduce import Amax, Mean, Sum, Var
 from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack
 

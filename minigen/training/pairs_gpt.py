@@ -141,7 +141,8 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     warm-up over the first ``warmup`` fraction of the budget, then cosine decay to ``min_lr``.
     Batches hold pairs of similar length. Every ``eval_interval`` steps the completion loss is
     measured on up to 256 validation pairs. At the end the first ``n_eval`` test sources (all by
-    default) are decoded greedily and with beam search of ``num_beams`` beams (skipped for 1 beam).
+    default, none with 0) are decoded greedily and with beam search of ``num_beams`` beams (skipped
+    for 1 beam).
     ``task_options`` go to ``load_task`` (e.g. ``{"min_len": 4, "max_len": 32}`` for reverse).
 
     metrics: parameters, steps, train_seconds, tokens_per_second (real input tokens fed), valid_loss,
@@ -155,9 +156,10 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
         raise ValueError("give max_time (seconds) or max_steps, or both; got neither")
     if max_time is not None:
         _check_positive("max_time", max_time, float)
-    for name, value in (("max_steps", max_steps), ("n_eval", n_eval)):
-        if value is not None:
-            _check_positive(name, value)
+    if max_steps is not None:
+        _check_positive("max_steps", max_steps)
+    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or n_eval < 0):
+        raise ValueError(f"n_eval must be None (the whole test split) or an int >= 0, got {n_eval!r}")
     for name, value in (("batch_size", batch_size), ("eval_interval", eval_interval), ("num_beams", num_beams)):
         _check_positive(name, value)
     if not 0.0 <= warmup < 1.0:
@@ -173,7 +175,7 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     random.manual_seed(seed)
     # block_size: the longest pair with its <sep> and <eos>
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=longest_pair + 2, n_layer=n_layer,
-                          n_head=n_head, n_embd=n_embd, dropout=dropout, bias=False))
+                          n_head=n_head, n_embd=n_embd, dropout=dropout, bias=False, eos_token_id=eos))
     optimizer = optim.AdamW(adamw_param_groups(model, weight_decay), lr=learning_rate, betas=(0.9, 0.99))
     rng = np.random.default_rng(seed)
     log = print if verbose else (lambda *args: None)
@@ -220,7 +222,8 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
                "tokens_per_second": round(progress.tokens / train_seconds, 1),
                "valid_loss": history[-1]["valid_loss"], "backend": kernels.get_backend(),
                "config": model.config.to_dict()}
-    metrics.update(evaluate_pairs(model, tokenizer, data.test[:n_eval], num_beams, log))
+    if n_eval != 0:
+        metrics.update(evaluate_pairs(model, tokenizer, data.test[:n_eval], num_beams, log))
     metrics["history"] = history
     if out is not None:
         model.save_pretrained(out)

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .scalar import FASTMATH, fast_exp
+from .scalar import FASTMATH, fast_exp, max_of
 from .tiles import matmul_acc, transpose_into
 
 MASKED_SCORE = -1e30
@@ -31,6 +31,15 @@ def _visible(row, causal, offset, count):
     if not causal:
         return count
     return max(0, min(count, row + offset + 1))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _mask_scores(row, mask_row, start, count):
+    """row[c] = MASKED_SCORE where mask_row[start + c]; fast_exp then gives exactly 0 there."""
+    neg = row.dtype.type(MASKED_SCORE)
+    for c in range(count):
+        if mask_row[start + c]:
+            row[c] = neg
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -84,18 +93,17 @@ def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
             matmul_acc(s, qs, kt, nq, D, nk)
             for r in range(nq):
                 row = s[r]
-                seen = _visible(i0 + r, causal, offset, S) - j0
-                seen = max(0, min(nk, seen))
+                seen = max(0, min(nk, _visible(i0 + r, causal, offset, S) - j0))
+                if has_mask:
+                    _mask_scores(row, mask[i0 + r], j0, seen)
                 m_old = row_max[r]
-                m_new = m_old
-                for c in range(seen):
-                    if not (has_mask and mask[i0 + r, j0 + c]):
-                        m_new = max(m_new, row[c])
+                m_new = max_of(row, seen, m_old)
+                if m_new == neg:  # nothing attendable yet: exp(neg - neg) would count masked keys
+                    row[:nk] = 0
+                    continue
                 total = dt(0)
                 for c in range(seen):
                     p = fast_exp(row[c] - m_new)
-                    if has_mask and mask[i0 + r, j0 + c]:
-                        p = dt(0)
                     row[c] = p
                     total += p
                 row[seen:nk] = 0
@@ -145,7 +153,7 @@ def _decode_head(q, k, v, mask, has_mask, causal, scale, out, lse):
         _finish_row(out[r], lse, r, acc, m, total)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
 def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
     B, H, L = q.shape[0], q.shape[1], q.shape[2]
     if L <= DECODE_MAX_ROWS:
@@ -165,6 +173,7 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
     S, Dv = v.shape
     dt = q.dtype.type
     offset = S - L
+    neg = dt(MASKED_SCORE)
     delta = np.empty(L, q.dtype)
     for i in range(L):
         acc = dt(0)
@@ -195,11 +204,12 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
                 row = p[r]
                 seen = max(0, min(nk, _visible(i0 + r, causal, offset, S) - j0))
                 shift = lse[i0 + r]
+                if shift == neg:  # the row attends nothing
+                    seen = 0
+                if has_mask:
+                    _mask_scores(row, mask[i0 + r], j0, seen)
                 for c in range(seen):
-                    e = fast_exp(row[c] - shift)
-                    if has_mask and mask[i0 + r, j0 + c]:
-                        e = dt(0)
-                    row[c] = e
+                    row[c] = fast_exp(row[c] - shift)
                 row[seen:nk] = 0
             matmul_acc(dv_acc, p.T, dout[i0:], nk, nq, Dv)
             ds[:] = 0
@@ -220,7 +230,7 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
             dq_i[d] *= factor
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
 def _attention_backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
     B, H = q.shape[0], q.shape[1]
     for bh in prange(B * H):

@@ -170,3 +170,16 @@ def _fast_erf(x):
             return math.erf(x)
         return erf64
     return None
+
+
+@njit(fastmath=True, error_model="numpy")
+def max_of(row, count, initial):
+    """max(initial, row[0], ..., row[count - 1]).
+
+    Full fast-math here, and only here: without 'nnan' LLVM will not vectorize a max reduction, which
+    then costs more than the exps after it. Callers exponentiate row - max with IEEE semantics, so a NaN
+    in the row still reaches their output."""
+    m = initial
+    for c in range(count):
+        m = max(m, row[c])
+    return m

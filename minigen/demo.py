@@ -1,0 +1,149 @@
+"""`minigen demo`: the two families side by side on the dates task.
+
+Trains a GRU encoder-decoder with Bahdanau attention and a small GPT that reads ``source <sep>`` and
+completes ``target <eos>``, each for the same time budget, then compares them on the same test set:
+parameters, training time and speed, exact match (greedy and beam search) and decoding speed. Writes
+into the output directory:
+
+    demo.json        the comparison table, the samples and the names of the files below
+    loss.png         validation and training loss of both models against training time
+                     (loss.csv without matplotlib)
+    attention.png    the Seq2Seq attention map of one date (attention.txt without matplotlib)
+    seq2seq/, gpt/   the trained models: `minigen translate --checkpoint DIR/seq2seq "March 3, 2021"`,
+                     `minigen generate --checkpoint DIR/gpt --prompt "March 3, 2021<sep>"`
+"""
+import json
+import os
+import time
+
+from . import kernels, plots
+from .data import load_task
+from .training.pairs_gpt import train_pairs_gpt
+from .training.seq2seq import save_attention_map, train_seq2seq, translate_pairs
+
+TASK = "dates"
+ATTENTION_EXAMPLE = "Wednesday the 3rd of March 2021"
+SAMPLES = 5
+
+# Sizes for about 90 seconds of training per model on 2 cores; --quick shrinks everything to a smoke run.
+SPLITS = {"full": dict(n_train=20000, n_valid=500, n_test=1000), "quick": dict(n_train=1000, n_valid=50, n_test=50)}
+SEQ2SEQ = {"full": dict(hidden_size=128, embedding_size=32, batch_size=64, eval_interval=200),
+           "quick": dict(hidden_size=32, embedding_size=16, batch_size=32, eval_interval=10, max_steps=20)}
+GPT = {"full": dict(n_layer=2, n_head=4, n_embd=64, batch_size=64, eval_interval=100),
+       "quick": dict(n_layer=1, n_head=2, n_embd=32, batch_size=32, eval_interval=10, max_steps=20)}
+DEFAULT_MAX_TIME = {"full": 90.0, "quick": 10.0}
+
+# (key in the results, label in the table, format)
+ROWS = [("parameters", "parameters", "{:,}"),
+        ("train_seconds", "training time (s)", "{:.1f}"),
+        ("steps", "training steps", "{:,}"),
+        ("tokens_per_second", "training tokens/s", "{:,.0f}"),
+        ("valid_loss", "valid loss (per target token)", "{:.4f}"),
+        ("test_exact_match", "test exact match, greedy", "{:.1%}"),
+        ("test_exact_match_beam", "test exact match, beam 4", "{:.1%}"),
+        ("decode_sequences_per_second", "greedy decoding (sequences/s)", "{:,.0f}"),
+        ("decode_tokens_per_second", "greedy decoding (tokens/s)", "{:,.0f}")]
+COLUMNS = (("seq2seq", "Seq2Seq GRU+Bahdanau"), ("gpt", "GPT"))
+
+
+def _seq2seq_decoding_speed(model, pairs, max_length):
+    """Greedy decoding speed of a Seq2Seq over ``pairs``, measured as the GPT's is (batches of 250, at most
+    the longest target + eos generated)."""
+    start = time.perf_counter()
+    outputs = translate_pairs(model, pairs, max_length=max_length)
+    seconds = time.perf_counter() - start
+    generated = sum(len(text) + 1 for text in outputs)  # characters + eos
+    return {"decode_seconds": round(seconds, 3), "decode_sequences_per_second": round(len(pairs) / seconds, 1),
+            "decode_tokens_per_second": round(generated / seconds, 1)}
+
+
+def format_table(results):
+    """The comparison as a markdown table: one row per measure, one column per model."""
+    lines = ["| | " + " | ".join(title for _, title in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for key, label, fmt in ROWS:
+        cells = [fmt.format(results[name][key]) if results[name].get(key) is not None else "-"
+                 for name, _ in COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _loss_curves(histories):
+    curves = {}
+    for name, title in COLUMNS:
+        history = histories[name]
+        curves[f"{title} valid"] = ([h["seconds"] for h in history], [h["valid_loss"] for h in history])
+        trained = [h for h in history if h["train_loss"] is not None]
+        if trained:
+            curves[f"{title} train"] = ([h["seconds"] for h in trained], [h["train_loss"] for h in trained])
+    return curves
+
+
+def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
+    """Train both models on the dates task, compare them and write the report into ``out``.
+
+    max_time is the training budget of each model in seconds (default 90, or 10 with ``quick``).
+    Returns the summary that is also written to ``out/demo.json``."""
+    size = "quick" if quick else "full"
+    max_time = DEFAULT_MAX_TIME[size] if max_time is None else float(max_time)
+    if not max_time > 0:
+        raise ValueError(f"--max-time must be a positive number of seconds, got {max_time}")
+    os.makedirs(out, exist_ok=True)
+    data = load_task(TASK, seed=seed, **SPLITS[size])
+    # bos + the longest target + eos: decoding never needs more, for either model
+    max_length = max(len(target) for _, target in data.train + data.valid + data.test) + 2
+    log(f"minigen demo: Seq2Seq against GPT on the {TASK} task, e.g. {data.test[0][0]!r} -> "
+        f"{data.test[0][1]!r}; {max_time:.0f} s of training each, backend {kernels.get_backend()}")
+
+    log("\n[1/2] Seq2Seq: bidirectional GRU encoder, GRU decoder with Bahdanau attention")
+    seq2seq, s2s_metrics = train_seq2seq(TASK, max_time=max_time, seed=seed, log=log, max_length=max_length,
+                                         **SPLITS[size], **SEQ2SEQ[size])
+    s2s_metrics.update(_seq2seq_decoding_speed(seq2seq, data.test, max_length))
+    seq2seq.save_pretrained(os.path.join(out, "seq2seq"))
+
+    log("\n[2/2] GPT: decoder-only transformer, prompt 'source<sep>' -> completion 'target<eos>'")
+    _, gpt_metrics = train_pairs_gpt(TASK, out=os.path.join(out, "gpt"), max_time=max_time, seed=seed,
+                                     **SPLITS[size], **GPT[size])
+
+    results = {"seq2seq": s2s_metrics, "gpt": gpt_metrics}
+    table = format_table(results)
+    log(f"\nResults on {len(data.test)} test dates ({kernels.get_backend()} backend):\n{table}")
+
+    gpt_outputs = {source: output for source, output, _ in gpt_metrics["samples"]}
+    sources = [source for source, _, _ in gpt_metrics["samples"][:SAMPLES]]
+    references = dict(data.test)
+    samples = [{"source": s, "seq2seq": o, "gpt": gpt_outputs[s], "reference": references[s]}
+               for s, o in zip(sources, seq2seq.translate(sources, max_length=max_length))]
+    log("\nSamples:\n" + "\n".join(f"  {s['source']!r:40} seq2seq {s['seq2seq']:12} gpt {s['gpt']:12} "
+                                   f"reference {s['reference']}" for s in samples))
+
+    files = [plots.save_loss_curves(_loss_curves({k: v["history"] for k, v in results.items()}),
+                                    os.path.join(out, "loss.png"), title=f"{TASK}: loss per target token",
+                                    xlabel="training time (s)", log_y=True),
+             save_attention_map(seq2seq, ATTENTION_EXAMPLE, os.path.join(out, "attention.png"), max_length)]
+    summary = {"task": TASK, "seed": seed, "quick": quick, "max_time": max_time, "backend": kernels.get_backend(),
+               "test_examples": len(data.test),
+               "table": {name: {key: results[name].get(key) for key, _, _ in ROWS} for name, _ in COLUMNS},
+               "markdown": table, "samples": samples, "files": [os.path.basename(f) for f in files]}
+    with open(os.path.join(out, "demo.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    log(f"\nWrote {', '.join(summary['files'] + ['demo.json'])} and the models seq2seq/, gpt/ to {out}/")
+    log(f"Try:  minigen translate --checkpoint {os.path.join(out, 'seq2seq')} --show-attention \"March 3, 2021\"")
+    return summary
+
+
+def _run(args):
+    run_demo(out=args.out, quick=args.quick, seed=args.seed, max_time=args.max_time)
+    return 0
+
+
+def register(sub, train_sub):
+    """Add `minigen demo` to the command line."""
+    p = sub.add_parser("demo", help="compare Seq2Seq and GPT on the dates task (about 3 minutes)",
+                       description="Train a GRU + Bahdanau Seq2Seq and a small GPT on the dates task, print a "
+                                   "comparison table and samples, and write plots and demo.json.")
+    p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-time", type=float, default=None,
+                   help="training seconds per model (default 90, 10 with --quick)")
+    p.set_defaults(func=_run)
