@@ -57,7 +57,7 @@ def main():
     best = os.path.join(finetune, "best")
     model, tokenizer = GPT.from_pretrained(best), load_tokenizer(best)
     out = model.generate(np.array([tokenizer.encode(args.speaker + ":\n")]), max_new_tokens=150, do_sample=True,
-                         temperature=0.8, top_k=40, seed=0)
+                         temperature=0.8, top_k=40, seed=0, crop_context=True)
     print("\n" + tokenizer.decode(out[0].tolist()))
 
 

@@ -31,15 +31,18 @@ def main():
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
-    config = GPTTrainConfig(text=args.text, out=args.out, max_iters=args.max_iters, lr_decay_iters=max(args.max_iters, 100),
-                            eval_interval=args.eval_interval, eval_iters=args.eval_iters, resume=args.resume)
+    config = GPTTrainConfig(text=args.text, out=args.out, max_iters=args.max_iters,
+                            lr_decay_iters=max(args.max_iters, 100), eval_interval=args.eval_interval,
+                            eval_iters=args.eval_iters, resume=args.resume)
     _, metrics = train_gpt(config)
     print(f"best validation loss {metrics['best_val_loss']:.4f}, {metrics['tokens_per_second']:,.0f} tokens/s")
 
     best = os.path.join(args.out, "best")
     model, tokenizer = GPT.from_pretrained(best), load_tokenizer(best)
     prompt = np.array([tokenizer.encode("ROMEO:")])
-    out = model.generate(prompt, max_new_tokens=200, do_sample=True, temperature=0.8, top_k=40, seed=0)
+    # crop_context: past block_size, each character is predicted from the last 64, as nanoGPT samples
+    out = model.generate(prompt, max_new_tokens=200, do_sample=True, temperature=0.8, top_k=40, seed=0,
+                         crop_context=True)
     print("\n" + tokenizer.decode(out[0].tolist()))
 
 

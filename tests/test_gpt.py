@@ -245,6 +245,21 @@ def test_left_padded_batch_equals_prompts_alone(model, num_beams):
         np.testing.assert_array_equal(batch[row, 6 - n:], alone[0])
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_crop_context_conditions_on_the_last_block_size_tokens(model, use_cache):
+    """nanoGPT's sampling loop, greedy: the next token is the argmax over the last block_size tokens."""
+    prompt = np.random.default_rng(10).integers(0, VOCAB, (2, BLOCK + 3))
+    out = model.generate(prompt, max_length=BLOCK + 12, crop_context=True, use_cache=use_cache)
+    seq = prompt
+    while seq.shape[1] < BLOCK + 12:
+        seq = np.concatenate([seq, model(seq[:, -BLOCK:])[0].data[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(out, seq)
+    short = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(model.generate(short, max_length=BLOCK + 4, crop_context=True, num_beams=2),
+                                  model.generate(short, max_length=BLOCK + 4, crop_context=True, num_beams=2,
+                                                 use_cache=False))
+
+
 def test_eos_from_config_stops_generation(gpt2_dir):
     gpt = GPT.from_pretrained(gpt2_dir[0])
     prompt = np.array([[1, 2, 3]])

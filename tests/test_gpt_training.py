@@ -150,10 +150,12 @@ def test_generate_command(trained, capsys):
     assert main(["generate", "--checkpoint", os.path.join(out, "last"), "--prompt", "All: ", "--max-new-tokens",
                  "8", "--num-beams", "3", "--num-return-sequences", "2"]) == 0
     assert len(capsys.readouterr().out.split("---")[2::2]) == 2
+    assert main(["generate", "--checkpoint", out, "--prompt", "All: ", "--max-length", "40"]) == 0  # past block_size
+    assert len(capsys.readouterr().out) == 41
 
 
 @pytest.mark.parametrize("args, message", [(["--num-return-sequences", "2"], "num_return_sequences"),
-                                           (["--max-length", "40"], "block_size"),
+                                           (["--max-length", "40", "--no-crop-context"], "block_size"),
                                            (["--prompt", "All: \u00e9"], "not in the vocabulary")])
 def test_generate_command_errors(trained, capsys, args, message):
     code = main(["generate", "--checkpoint", trained[0], "--prompt", "All", "--max-length", "10", *args])

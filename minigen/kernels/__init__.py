@@ -1,50 +1,137 @@
 """The compute layer under the ops: NumPy reference kernels and their Numba twins.
 
-`minigen.kernels.<name>(...)` calls the kernel of the active backend. The backend is chosen by
-the environment variable MINIGEN_BACKEND=numpy|numba or by `set_backend()`. Nothing here knows
-about Tensors.
+`minigen.kernels.<name>(...)` calls the kernel of the active backend: 'numba' when Numba imports,
+otherwise 'numpy' (with one RuntimeWarning saying why). A kernel the Numba backend does not provide
+is served by the NumPy reference. Nothing here knows about Tensors.
+
+Choosing and tuning the backend:
+
+- `set_backend('numpy' | 'numba')` and `get_backend()`.
+- MINIGEN_BACKEND=numpy|numba (read at import; default numba).
+- MINIGEN_NUM_THREADS=N: threads of Numba's pool (sets NUMBA_NUM_THREADS if Numba is not imported
+  yet). The kernels are serial unless parallelism measurably wins, so that they do not fight
+  OpenBLAS's threads for the cores.
+- NUMBA_CACHE_DIR: where compiled kernels are cached. By default Numba writes next to the kernels'
+  sources; when that directory is read-only, ~/.cache/minigen/numba (or a temporary directory) is used,
+  so every start after the first loads the kernels instead of compiling them.
+
+Numba is imported on the first kernel call (or get_backend()/set_backend()), not by `import minigen`.
 """
 import os
+import sys
+import tempfile
+import types
 import warnings
 
 from . import numpy_kernels
 
-_BACKENDS = {"numpy": numpy_kernels}
-_active = numpy_kernels
-_active_name = "numpy"
+BACKENDS = ("numpy", "numba")
+MASKED_SCORE = numpy_kernels.MASKED_SCORE  # a constant both backends share; reading it loads no backend
+
+
+def _env_backend():
+    name = os.environ.get("MINIGEN_BACKEND", "").strip().lower() or "numba"
+    if name not in BACKENDS:
+        raise ValueError(f"MINIGEN_BACKEND must be 'numpy' or 'numba', got {os.environ['MINIGEN_BACKEND']!r}")
+    return name
+
+
+def _env_threads():
+    value = os.environ.get("MINIGEN_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MINIGEN_NUM_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+_requested = _env_backend()  # the backend to resolve on first use
+_threads = _env_threads()
+_active = None  # the backend module once resolved
+_numba_module = None
+_numba_error = None  # why Numba could not be loaded; set once, so the warning is given once
+_cached = set()  # kernel names bound in this module's namespace for fast lookup
+
+
+def _writable_cache_dir():
+    """NUMBA_CACHE_DIR for when the sources' directory is read-only: ~/.cache/minigen/numba or a tempdir."""
+    for path in (os.path.join(os.path.expanduser("~"), ".cache", "minigen", "numba"),
+                 os.path.join(tempfile.gettempdir(), "minigen-numba")):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return None
+
+
+def _prepare_numba_environment():
+    """Settings Numba reads when it is imported: the cache directory and the thread pool size."""
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        sources = os.path.join(os.path.dirname(os.path.abspath(__file__)), "numba")
+        pycache = os.path.join(sources, "__pycache__")
+        if not os.access(pycache if os.path.isdir(pycache) else sources, os.W_OK):
+            path = _writable_cache_dir()
+            if path is not None:
+                os.environ["NUMBA_CACHE_DIR"] = path
+                if "numba" in sys.modules:  # imported already: its config has read the environment
+                    sys.modules["numba"].config.CACHE_DIR = path
+    if _threads is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_NUM_THREADS"):
+        os.environ["NUMBA_NUM_THREADS"] = str(_threads)
 
 
 def _load_numba():
-    if "numba" in _BACKENDS:
-        return _BACKENDS["numba"]
+    """The Numba backend module, or None (with one warning) when Numba is missing or broken."""
+    global _numba_module, _numba_error
+    if _numba_module is not None or _numba_error is not None:
+        return _numba_module
     try:
+        _prepare_numba_environment()
         from . import numba_kernels
-    except Exception as e:  # Numba missing or broken: stay correct on NumPy
-        warnings.warn(f"minigen: Numba backend unavailable ({e}); using NumPy", RuntimeWarning, stacklevel=3)
+        if _threads is not None:
+            import numba
+            numba.set_num_threads(min(_threads, numba.config.NUMBA_NUM_THREADS))
+    except Exception as e:  # Numba missing, or a Numba/llvmlite/NumPy mismatch: stay correct on NumPy
+        _numba_error = e
+        warnings.warn(f"minigen: the Numba backend is unavailable ({type(e).__name__}: {e}); "
+                      "using the NumPy kernels", RuntimeWarning, stacklevel=4)
         return None
-    _BACKENDS["numba"] = numba_kernels
+    _numba_module = numba_kernels
     return numba_kernels
 
 
-def set_backend(name):
-    """Select the kernel backend: 'numpy' or 'numba'."""
-    global _active, _active_name
-    if name not in ("numpy", "numba"):
-        raise ValueError(f"backend must be 'numpy' or 'numba', got {name!r}")
+def _use(name):
+    global _active, _requested
     module = numpy_kernels if name == "numpy" else _load_numba()
-    if module is None:
-        name, module = "numpy", numpy_kernels
-    _active, _active_name = module, name
+    _active, _requested = (module, name) if module is not None else (numpy_kernels, "numpy")
+    for kernel in _cached:
+        globals().pop(kernel, None)
+    _cached.clear()
+
+
+def set_backend(name):
+    """Select the kernel backend, 'numpy' or 'numba'; 'numba' falls back to 'numpy' if Numba cannot load."""
+    if name not in BACKENDS:
+        raise ValueError(f"set_backend: backend must be 'numpy' or 'numba', got {name!r}")
+    _use(name)
 
 
 def get_backend():
-    """The name of the active kernel backend."""
-    return _active_name
+    """The name of the active kernel backend: 'numpy' or 'numba'."""
+    if _active is None:
+        _use(_requested)
+    return _requested
 
 
 def __getattr__(name):
-    try:
-        return getattr(_active, name)
-    except AttributeError:
-        # a kernel the active backend does not specialise falls back to the reference
-        return getattr(numpy_kernels, name)
+    # every kernel has a NumPy reference, so only its names are served (and only they load a backend)
+    reference = None if name.startswith("_") else getattr(numpy_kernels, name, None)
+    if reference is None or isinstance(reference, types.ModuleType):
+        raise AttributeError(f"module 'minigen.kernels' has no kernel {name!r}")
+    if _active is None:
+        _use(_requested)
+    kernel = getattr(_active, name, reference)  # a kernel Numba does not specialise: the reference
+    globals()[name] = kernel  # later look-ups skip __getattr__; set_backend() unbinds
+    _cached.add(name)
+    return kernel

@@ -245,17 +245,19 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.reshape(B * T, V), tgt.reshape(-1), ignore_index=-100)
 
     # ----- the decoding protocol of minigen.generation --------------------------------------
-    def start_decoding(self, input_ids, attention_mask=None, use_cache=True):
+    def start_decoding(self, input_ids, attention_mask=None, use_cache=True, crop_context=False):
         """Begin decoding the prompts `input_ids` (B, S), left-padded where `attention_mask` is 0.
 
-        Returns (state, prefix): the prompt is the prefix every output starts with."""
+        Returns (state, prefix): the prompt is the prefix every output starts with. With crop_context, a
+        sequence longer than block_size is conditioned on its last block_size tokens (nanoGPT's sampling);
+        without it, that raises ValueError."""
         ids = self.check_input_ids(input_ids)
-        if ids.shape[1] > self.config.block_size:
+        if ids.shape[1] > self.config.block_size and not crop_context:
             raise ValueError(f"input_ids has length {ids.shape[1]}, longer than block_size {self.config.block_size}")
         mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
-        state = {"mask": np.zeros((ids.shape[0], 0), bool), "pending_mask": mask,
+        state = {"mask": np.zeros((ids.shape[0], 0), bool), "pending_mask": mask, "crop_context": crop_context,
                  "caches": [dict() for _ in self.transformer.h] if use_cache else None,
                  "tokens": np.zeros((ids.shape[0], 0), np.int64)}
         return state, ids
@@ -266,12 +268,16 @@ class GPT(nn.Module):
         K = new_tokens.shape[1]
         pending = state.pop("pending_mask", None)
         new_mask = pending if pending is not None else np.ones((new_tokens.shape[0], K), bool)
-        mask = np.concatenate([state["mask"], new_mask], axis=1)
-        state["mask"] = mask
+        state["mask"] = np.concatenate([state["mask"], new_mask], axis=1)
         state["tokens"] = np.concatenate([state["tokens"], new_tokens], axis=1)
-        if mask.shape[1] > self.config.block_size:
-            raise ValueError(f"generation reached length {mask.shape[1]}, longer than block_size "
-                             f"{self.config.block_size}; lower max_length or max_new_tokens")
+        block = self.config.block_size
+        if state["mask"].shape[1] > block:
+            if not state["crop_context"]:
+                raise ValueError(f"generation reached length {state['mask'].shape[1]}, longer than block_size "
+                                 f"{block}; lower max_length or max_new_tokens")
+            # the window slides: positions shift, so cached keys are stale and each step recomputes it
+            state["mask"], state["tokens"], state["caches"] = state["mask"][:, -block:], state["tokens"][:, -block:], None
+        mask = state["mask"]
         # left padding: positions count real tokens only, as in Hugging Face's GPT-2
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         attention_mask = None if mask.all() else mask
@@ -294,17 +300,19 @@ class GPT(nn.Module):
             state["caches"] = [{k: v[index] for k, v in c.items()} for c in state["caches"]]
         return state
 
-    def generate(self, input_ids, attention_mask=None, use_cache=True, **kwargs):
+    def generate(self, input_ids, attention_mask=None, use_cache=True, crop_context=False, **kwargs):
         """Hugging Face's `generate`: prompt + continuation as an int64 array (see minigen.generation.generate).
 
         eos_token_id defaults to the config's, as Hugging Face's generation config does; use_cache=False
-        recomputes the whole sequence at every step (the reference the KV cache is tested against)."""
+        recomputes the whole sequence at every step (the reference the KV cache is tested against).
+        crop_context=True lets prompt + continuation outgrow block_size: each token is then predicted from
+        the last block_size tokens, as nanoGPT samples (Hugging Face raises instead, as minigen does by default)."""
         from ..generation import generate
         kwargs.setdefault("eos_token_id", self.config.eos_token_id)
         was_training = self.training
         self.eval()
         try:
-            return generate(_Decoder(self, use_cache), input_ids, attention_mask=attention_mask, **kwargs)
+            return generate(_Decoder(self, use_cache, crop_context), input_ids, attention_mask=attention_mask, **kwargs)
         finally:
             self.train(was_training)
 
@@ -345,13 +353,13 @@ def load_gpt2_directory(directory):
 
 
 class _Decoder:
-    """Binds use_cache to the model's decoding protocol."""
+    """Binds use_cache and crop_context to the model's decoding protocol."""
 
-    def __init__(self, model, use_cache):
-        self.model, self.use_cache = model, use_cache
+    def __init__(self, model, use_cache, crop_context):
+        self.model, self.use_cache, self.crop_context = model, use_cache, crop_context
 
     def start_decoding(self, input_ids, attention_mask=None):
-        return self.model.start_decoding(input_ids, attention_mask, use_cache=self.use_cache)
+        return self.model.start_decoding(input_ids, attention_mask, self.use_cache, self.crop_context)
 
     def decode_step(self, new_tokens, state):
         return self.model.decode_step(new_tokens, state)

@@ -6,6 +6,7 @@ the output directory, each written atomically: `last/` (everything needed to res
 weights, optimizer moments, step, RNG states) and `best/` (the lowest validation loss so far). Both are
 Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads either.
 """
+import argparse
 import json
 import math
 import os
@@ -293,7 +294,7 @@ def _add_train_args(p):
     for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time",
                  "fim_rate"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--bias", action=__import__("argparse").BooleanOptionalAction, default=d.bias)
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=d.bias)
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
     p.add_argument("--freeze", action="append", default=[], help="'embeddings' or 'blocks:N' (repeatable)")
@@ -320,9 +321,11 @@ def _run_generate(args):
         raise ValueError("--prompt must not be empty")
     out = model.generate(ids, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
                          do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         num_beams=args.num_beams, num_return_sequences=args.num_return_sequences, seed=args.seed)
+                         num_beams=args.num_beams, num_return_sequences=args.num_return_sequences, seed=args.seed,
+                         repetition_penalty=args.repetition_penalty, crop_context=args.crop_context)
     for i, row in enumerate(out):
-        print(f"--- {i + 1} ---" if len(out) > 1 else "", end="\n" if len(out) > 1 else "")
+        if len(out) > 1:
+            print(f"--- {i + 1} ---")
         print(tokenizer.decode([int(t) for t in row]))
     return 0
 
@@ -337,7 +340,10 @@ def add_generation_args(p):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--num-return-sequences", type=int, default=1)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--crop-context", action=argparse.BooleanOptionalAction, default=True,
+                   help="past the model's block_size, condition on the last block_size tokens (as nanoGPT)")
 
 
 def register(sub, train_sub):

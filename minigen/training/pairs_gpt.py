@@ -9,6 +9,7 @@ the prompts batched with left padding and an attention mask.
     model, metrics = train_pairs_gpt("dates", max_time=60)
     print(metrics["test_exact_match"])
 """
+import io
 import json
 import math
 import os
@@ -181,7 +182,8 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     log = print if verbose else (lambda *args: None)
     log(f"GPT (prompt -> completion) on {task}: {model.num_parameters():,} parameters, "
         f"{len(train):,} training pairs, block size {model.config.block_size}")
-    progress = Progress(total_steps=max_steps, max_time=max_time, every=1.0 if verbose else math.inf)
+    # Quiet runs still count tokens in a Progress, whose lines go nowhere.
+    progress = Progress(total_steps=max_steps, max_time=max_time, stream=None if verbose else io.StringIO())
     params = list(model.parameters())
     lengths = [len(ids) for ids, _ in train]
     history, recent_losses, batches, step = [], [], [], 0

@@ -7,6 +7,8 @@ free-running greedy decoding, scored by exact match on the validation set. The b
 (`OUT/best`, an atomic checkpoint directory that `Seq2Seq.from_pretrained` and `minigen translate` load).
 At the end the best model is tested (greedy and beam search) and `OUT/metrics.json`, `OUT/loss.png` and
 `OUT/attention.png` (an attention map of one test example; text files without matplotlib) are written.
+Throughput (`tokens_per_second`) counts source and target tokens (eos included) over the whole loop,
+periodic validation included.
 
     model, metrics = train_seq2seq("dates", out="runs/dates", max_time=300)
 """
@@ -21,6 +23,7 @@ from .. import optim, random
 from ..autograd import no_grad
 from ..data import Seq2SeqBatches, character_error_rate, exact_match, load_task, token_accuracy
 from ..io.config import save_json
+from ..kernels import get_backend
 from ..models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, Seq2SeqConfig
 from ..nn.utils import clip_grad_norm_
 from .. import plots
@@ -253,7 +256,7 @@ def _test(model, data, cfg, best, history, step, epoch, train_seconds, tokens):
             "test_exact_match": greedy["exact_match"], "test_exact_match_beam": beam["exact_match"],
             "num_beams": cfg.num_beams, "test_token_accuracy": greedy["token_accuracy"],
             "test_cer": greedy["cer"], "attention": cfg.attention, "cell": cfg.cell,
-            "parameters": model.num_parameters(), "backend": __import__("minigen").get_backend(),
+            "parameters": model.num_parameters(), "backend": get_backend(),
             "config": asdict(cfg), "history": history,
             "test_errors": [{"source": s, "target": t, "prediction": p}
                             for (s, t), p in zip(data.test, greedy["predictions"]) if p != t][:20]}

@@ -15,7 +15,7 @@ dot products over the cache.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .scalar import FASTMATH, fast_exp, max_of
 from .tiles import matmul_acc, transpose_into
@@ -55,14 +55,14 @@ def _scaled_rows(dst, src, start, count, scale):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _finish_row(out_row, lse, i, acc, row_max, row_sum):
     """out_row = acc / row_sum and lse[i]; a row that attended nothing gets 0 and MASKED_SCORE."""
-    if row_sum > 0:
+    if row_sum == 0:
+        out_row[:] = 0
+        lse[i] = MASKED_SCORE
+    else:  # including a NaN row_sum, which must reach the output
         inv = acc.dtype.type(1) / row_sum
         for e in range(out_row.shape[0]):
             out_row[e] = acc[e] * inv
         lse[i] = row_max + math.log(row_sum)
-    else:
-        out_row[:] = 0
-        lse[i] = MASKED_SCORE
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -153,7 +153,7 @@ def _decode_head(q, k, v, mask, has_mask, causal, scale, out, lse):
         _finish_row(out[r], lse, r, acc, m, total)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
     B, H, L = q.shape[0], q.shape[1], q.shape[2]
     if L <= DECODE_MAX_ROWS:
@@ -161,7 +161,7 @@ def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
             b, h = bh // H, bh % H
             _decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
         return
-    for bh in prange(B * H):
+    for bh in range(B * H):
         b, h = bh // H, bh % H
         _forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
 
@@ -230,10 +230,10 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
             dq_i[d] *= factor
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
     B, H = q.shape[0], q.shape[1]
-    for bh in prange(B * H):
+    for bh in range(B * H):
         b, h = bh // H, bh % H
         _backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
                        scale, dq[b, h], dk[b, h], dv[b, h])

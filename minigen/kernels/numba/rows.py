@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .scalar import FASTMATH, fast_exp
+from .scalar import FASTMATH, fast_exp, max_of
 
 
 def _rows(x, dtype=None):
@@ -93,11 +93,11 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_forward(x, y, log):
     n, f = x.shape
+    if f == 0:
+        return
     for i in range(n):
         row, out = x[i], y[i]
-        m = row[0]
-        for j in range(1, f):
-            m = max(m, row[j])
+        m = max_of(row, f, row[0])
         s = x.dtype.type(0)
         if log:
             for j in range(f):
@@ -193,9 +193,7 @@ def _cross_entropy_forward(logits, target, ignore_index, label_smoothing, losses
     zero = logits.dtype.type(0)
     for i in range(n):
         row = logits[i]
-        m = row[0]
-        for j in range(1, c):
-            m = max(m, row[j])
+        m = max_of(row, c, row[0])
         s = zero
         total = zero
         for j in range(c):
@@ -217,6 +215,8 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     """Per-row losses (0 where ignored) and the row log-sum-exp, for logits (N, C) and target (N,)."""
     logits = _rows(logits)
     n, c = logits.shape
+    if c == 0:
+        raise ValueError(f"cross_entropy_forward: logits of shape {logits.shape} have no classes")
     target = _targets(target, ignore_index, c, "cross_entropy_forward")
     losses, lse = np.empty(n, logits.dtype), np.empty(n, logits.dtype)
     _cross_entropy_forward(logits, target, int(ignore_index), float(label_smoothing), losses, lse)

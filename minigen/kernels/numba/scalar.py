@@ -106,13 +106,7 @@ def _fast_exp(x):
 @njit(inline="always", fastmath=FASTMATH)
 def _edges(x, y, lo, hi, zero, inf):
     """exp's result outside the polynomial's range: 0 below, inf above, NaN stays NaN."""
-    if x < lo:
-        y = zero
-    if x > hi:
-        y = inf
-    if x != x:
-        y = x
-    return y
+    return x if x != x else (inf if x > hi else (zero if x < lo else y))
 
 
 @overload(fast_sigmoid, inline="always", fastmath=FASTMATH)

@@ -1,0 +1,17 @@
+"""The Numba backend: every kernel of `numpy_kernels` that has a faster twin, same names and signatures.
+
+The implementations live in the `numba` subpackage, one file per idea. A kernel missing here is
+served by the NumPy reference (see `minigen.kernels.__getattr__`).
+"""
+from .numba.activations import gelu_backward, gelu_forward
+from .numba.adam import adamw_amsgrad_update, adamw_update
+from .numba.attention import MASKED_SCORE, attention_backward, attention_forward
+from .numba.embedding import embedding_backward
+from .numba.gru import gru_gates_backward, gru_gates_forward
+from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
+                         log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward)
+
+__all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_backward", "attention_forward",
+           "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward",
+           "gru_gates_backward", "gru_gates_forward", "layer_norm_backward", "layer_norm_forward",
+           "log_softmax_backward", "log_softmax_forward", "softmax_backward", "softmax_forward"]

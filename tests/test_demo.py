@@ -1,0 +1,135 @@
+"""`minigen demo`, the prompt -> completion GPT trainer, and the experiments' smoke runs."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minigen.cli import main
+from minigen.data import IGNORE_INDEX, load_task
+from minigen.models.gpt import GPT
+from minigen.models.seq2seq import Seq2Seq
+from minigen.tokenizers import load_tokenizer
+from minigen.training.pairs_gpt import (EOS_TOKEN, SEP_TOKEN, complete, encode_pair, pairs_batch,
+                                        pairs_tokenizer, train_pairs_gpt)
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "experiments")
+TINY = dict(task="reverse", task_options=dict(min_len=1, max_len=3, alphabet="abc"), n_train=25, n_valid=4,
+            n_test=10, n_layer=1, n_head=2, n_embd=32, batch_size=16, learning_rate=1e-2, eval_interval=50,
+            max_time=None, max_steps=100, num_beams=2, verbose=False)
+
+
+def _written(directory, name):
+    """The file a plot helper wrote for `name`: the PNG, or its text stand-in without matplotlib."""
+    stem = os.path.splitext(name)[0]
+    found = [f for f in os.listdir(directory) if os.path.splitext(f)[0] == stem]
+    assert found, f"nothing written for {name} in {sorted(os.listdir(directory))}"
+    return os.path.join(directory, found[0])
+
+
+def test_demo_quick_writes_table_plots_and_models(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Seq2Seq GRU+Bahdanau" in printed and "test exact match, greedy" in printed
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["quick"] is True and summary["task"] == "dates"
+    for name in ("seq2seq", "gpt"):
+        row = summary["table"][name]
+        assert row["parameters"] > 0 and row["train_seconds"] > 0 and row["decode_sequences_per_second"] > 0
+        assert 0.0 <= row["test_exact_match"] <= 1.0 and 0.0 <= row["test_exact_match_beam"] <= 1.0
+    assert len(summary["samples"]) == 5
+    assert {"source", "seq2seq", "gpt", "reference"} == set(summary["samples"][0])
+    for name in summary["files"]:
+        assert os.path.getsize(out / name) > 0
+    assert [os.path.splitext(f)[0] for f in summary["files"]] == ["loss", "attention"]
+    # the saved models load back and translate / complete
+    seq2seq = Seq2Seq.from_pretrained(out / "seq2seq")
+    assert isinstance(seq2seq.translate(["March 3, 2021"], max_length=12)[0], str)
+    gpt = GPT.from_pretrained(out / "gpt")
+    texts, _ = complete(gpt, load_tokenizer(str(out / "gpt")), ["March 3, 2021"], max_new_tokens=11)
+    assert isinstance(texts[0], str)
+
+
+def test_demo_rejects_a_bad_budget(tmp_path, capsys):
+    assert main(["demo", "--quick", "--max-time", "0", "--out", str(tmp_path)]) == 2
+    assert "--max-time" in capsys.readouterr().err
+
+
+def test_pairs_batch_puts_the_loss_on_the_completion_only():
+    data = load_task("reverse", n_train=4, n_valid=1, n_test=1, max_len=4)
+    tokenizer = pairs_tokenizer(data)
+    sep, eos = tokenizer.token_to_id(SEP_TOKEN), tokenizer.token_to_id(EOS_TOKEN)
+    examples = [encode_pair(tokenizer, "abc", "cba"), encode_pair(tokenizer, "a", "a")]
+    assert examples[1] == ([tokenizer.token_to_id("a"), sep, tokenizer.token_to_id("a"), eos], 2)
+    x, y = pairs_batch(examples, pad_id=eos)
+    assert x.shape == y.shape == (2, 7)
+    ids = tokenizer.encode
+    np.testing.assert_array_equal(x[0], ids("abc") + [sep] + ids("cba"))
+    np.testing.assert_array_equal(y[0], [IGNORE_INDEX] * 3 + ids("cba") + [eos])
+    np.testing.assert_array_equal(x[1], ids("a") + [sep] + ids("a") + [eos] * 4)
+    np.testing.assert_array_equal(y[1], [IGNORE_INDEX] + ids("a") + [eos] + [IGNORE_INDEX] * 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs_gpt")
+    model, metrics = train_pairs_gpt(out=str(out), **TINY)
+    return model, metrics, out
+
+
+def test_pairs_gpt_learns_a_tiny_task(tiny_run):
+    _, metrics, _ = tiny_run
+    assert metrics["steps"] == 100
+    assert metrics["valid_loss"] < 0.5 < metrics["history"][0]["valid_loss"]
+    assert metrics["test_exact_match"] >= 0.5 and metrics["test_exact_match_beam"] >= 0.5
+    assert metrics["tokens_per_second"] > 0 and metrics["decode_tokens_per_second"] > 0
+
+
+def test_pairs_gpt_checkpoint_reloads_and_batches_like_single_prompts(tiny_run):
+    model, metrics, out = tiny_run
+    data = load_task(TINY["task"], n_train=TINY["n_train"], n_valid=TINY["n_valid"], n_test=TINY["n_test"],
+                     **TINY["task_options"])
+    sources = [s for s, _ in data.test]
+    batched, _ = complete(model, pairs_tokenizer(data), sources, max_new_tokens=4)
+    assert batched[:len(metrics["samples"])] == [output for _, output, _ in metrics["samples"]]
+    # left padding must not change a prompt's completion
+    singles = [complete(model, pairs_tokenizer(data), [s], max_new_tokens=4)[0][0] for s in sources]
+    assert batched == singles
+    reloaded = GPT.from_pretrained(out)
+    assert complete(reloaded, load_tokenizer(str(out)), sources, max_new_tokens=4)[0] == batched
+    assert json.loads((out / "metrics.json").read_text())["test_exact_match"] == metrics["test_exact_match"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(max_time=None, max_steps=None), "max_time"),
+    (dict(max_steps=0), "max_steps"),
+    (dict(n_eval=-1), "n_eval"),
+    (dict(warmup=1.5), "warmup"),
+    (dict(batch_size=100), "batch_size"),
+])
+def test_train_pairs_gpt_rejects_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        train_pairs_gpt(**{**TINY, **options})
+
+
+def _load_experiment(name):
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(EXPERIMENTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, plots", [
+    ("long_range", ["long_range.png"]),
+    ("beam_search", ["beam_search.png", "beam_search_speed.png"]),
+    ("cost", ["cost.png"]),
+])
+def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
+    _load_experiment(name).main(["--quick", "--out", str(tmp_path)])
+    table = (tmp_path / f"{name}.md").read_text()
+    assert table.startswith("| ") and table in capsys.readouterr().out
+    assert json.loads((tmp_path / f"{name}.json").read_text())["rows"]
+    for plot in plots:
+        assert os.path.getsize(_written(tmp_path, plot)) > 0

@@ -1,0 +1,361 @@
+"""Every Numba kernel against its NumPy reference, and the backend machinery around them.
+
+Shapes are drawn by Hypothesis to hit sizes 1, primes and non-multiples of the attention tile;
+float32 tolerances allow for fast-math reassociation, float64 ones are tight."""
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minigen import kernels
+from minigen.kernels import numpy_kernels as ref
+
+nb = pytest.importorskip("minigen.kernels.numba_kernels")
+from minigen.kernels.numba import attention as nb_attention  # noqa: E402  (after the skip)
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def close(actual, expected, dtype, scale=1.0):
+    """assert_allclose with the dtype's tolerance; `scale` widens it for long accumulations."""
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)
+
+
+def draw_array(data, shape, dtype, scale=2.0):
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+rows_st = st.sampled_from([1, 2, 3, 7, 13, 31, 64, 67])
+features_st = st.sampled_from([1, 2, 5, 16, 17, 31, 64, 65, 97, 128])
+
+
+# ----- row kernels --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), n=rows_st, f=features_st, affine=st.sampled_from(["both", "weight", "none"]))
+def test_layer_norm_matches_reference(dtype, data, n, f, affine):
+    x = draw_array(data, (n, f), dtype) + dtype(3)  # an offset mean makes the centring matter
+    w = draw_array(data, (f,), dtype) if affine != "none" else None
+    b = draw_array(data, (f,), dtype) if affine == "both" else None
+    y, mean, rstd = nb.layer_norm_forward(x, w, b, 1e-5)
+    y_ref, mean_ref, rstd_ref = ref.layer_norm_forward(x, w, b, 1e-5)
+    for got, want in ((y, y_ref), (mean, mean_ref), (rstd, rstd_ref)):
+        close(got, want, dtype, scale=10)
+    dy = draw_array(data, (n, f), dtype)
+    dx, dw, db = nb.layer_norm_backward(dy, x, w, mean_ref, rstd_ref)
+    dx_ref, dw_ref, db_ref = ref.layer_norm_backward(dy, x, w, mean_ref, rstd_ref)
+    close(dx, dx_ref, dtype, scale=10)
+    close(db, db_ref, dtype, scale=10)
+    assert (dw is None) == (dw_ref is None)
+    if dw is not None:
+        close(dw, dw_ref, dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True])
+@given(data=st.data(), n=rows_st, f=features_st)
+def test_softmax_and_log_softmax_match_reference(dtype, log, data, n, f):
+    forward, backward = ("log_softmax_forward", "log_softmax_backward") if log else ("softmax_forward", "softmax_backward")
+    x = draw_array(data, (n, f), dtype, scale=5.0)
+    y = getattr(nb, forward)(x)
+    y_ref = getattr(ref, forward)(x)
+    close(y, y_ref, dtype)
+    dy = draw_array(data, (n, f), dtype)
+    close(getattr(nb, backward)(dy, y_ref), getattr(ref, backward)(dy, y_ref), dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_keeps_inf_and_nan_semantics(dtype):
+    x = np.array([[0.0, -np.inf, 1.0], [np.nan, 0.0, 1.0], [-1e30, 0.0, 2.0]], dtype)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isnan(nb.softmax_forward(x)), np.isnan(ref.softmax_forward(x)))
+        close(nb.softmax_forward(x[[0, 2]]), ref.softmax_forward(x[[0, 2]]), dtype)
+        assert nb.softmax_forward(x)[0, 1] == 0.0
+        log_y, log_ref = nb.log_softmax_forward(x)[0], ref.log_softmax_forward(x)[0]
+        assert log_y[1] == -np.inf
+        close(log_y[[0, 2]], log_ref[[0, 2]], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), n=rows_st, c=st.sampled_from([1, 2, 3, 7, 65, 97]),
+       ignore_index=st.sampled_from([-100, 0, 1]), label_smoothing=st.sampled_from([0.0, 0.1, 0.5]))
+def test_cross_entropy_matches_reference(dtype, data, n, c, ignore_index, label_smoothing):
+    logits = draw_array(data, (n, c), dtype, scale=4.0)
+    seed = data.draw(st.integers(0, 2**31 - 1), label="target seed")
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, c, size=n)
+    target[rng.random(n) < 0.3] = ignore_index  # some ignored rows, whatever ignore_index is
+    losses, lse = nb.cross_entropy_forward(logits, target, ignore_index, label_smoothing)
+    losses_ref, lse_ref = ref.cross_entropy_forward(logits, target, ignore_index, label_smoothing)
+    close(losses, losses_ref, dtype, scale=10)
+    close(lse, lse_ref, dtype)
+    assert np.all(losses[target == ignore_index] == 0)
+    row_scale = draw_array(data, (n,), dtype)
+    grad = nb.cross_entropy_backward(logits, target, lse_ref, row_scale, ignore_index, label_smoothing)
+    grad_ref = ref.cross_entropy_backward(logits, target, lse_ref, row_scale, ignore_index, label_smoothing)
+    close(grad, grad_ref, dtype)
+    assert np.all(grad[target == ignore_index] == 0)
+
+
+def test_cross_entropy_rejects_a_target_out_of_range():
+    with pytest.raises(IndexError, match=r"target\[1\] = 5 is out of range for 3 classes"):
+        nb.cross_entropy_forward(np.zeros((2, 3), np.float32), np.array([0, 5]), -100, 0.0)
+    with pytest.raises(IndexError, match="out of range"):
+        nb.cross_entropy_backward(np.zeros((1, 3)), np.array([-1]), np.zeros(1), np.ones(1), -100, 0.0)
+
+
+# ----- elementwise kernels ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@given(data=st.data(), shape=st.sampled_from([(1,), (7,), (3, 17), (2, 3, 5), (64, 65)]))
+def test_gelu_matches_reference(dtype, approximate, data, shape):
+    x = draw_array(data, shape, dtype, scale=4.0)
+    close(nb.gelu_forward(x, approximate), ref.gelu_forward(x, approximate), dtype, scale=10)
+    dy = draw_array(data, shape, dtype)
+    close(nb.gelu_backward(dy, x, approximate), ref.gelu_backward(dy, x, approximate), dtype, scale=10)
+
+
+def test_gelu_handles_extreme_and_strided_inputs():
+    x = np.array([-1e4, -30.0, -8.0, 0.0, 8.0, 30.0, 1e4], np.float32)
+    for approximate in ("none", "tanh"):
+        np.testing.assert_allclose(nb.gelu_forward(x, approximate), ref.gelu_forward(x, approximate), atol=1e-6)
+        strided = np.arange(12.0).reshape(3, 4).T - 5.0  # a transposed (non-contiguous) view
+        close(nb.gelu_forward(strided, approximate), ref.gelu_forward(strided, approximate), np.float64)
+    with pytest.raises(ValueError, match="approximate"):
+        nb.gelu_forward(x, "exact")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), n=rows_st, d=st.sampled_from([1, 3, 16, 33]), num=st.sampled_from([1, 2, 5, 50]))
+def test_embedding_backward_matches_reference(dtype, data, n, d, num):
+    seed = data.draw(st.integers(0, 2**31 - 1), label="ids seed")
+    ids = np.random.default_rng(seed).integers(-num, num, size=n)  # repeats and negative ids
+    dy = draw_array(data, (n, d), dtype)
+    close(nb.embedding_backward(ids, dy, num), ref.embedding_backward(ids, dy, num), dtype)
+
+
+def test_embedding_backward_rejects_an_id_out_of_range():
+    with pytest.raises(IndexError, match=r"ids\[2\] = 4 is out of range for num_embeddings=4"):
+        nb.embedding_backward(np.array([0, 1, 4]), np.ones((3, 2)), 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), batch=st.sampled_from([1, 3, 8]), hidden=st.sampled_from([1, 5, 32, 67]))
+def test_gru_gates_match_reference(dtype, data, batch, hidden):
+    gi, gh = draw_array(data, (batch, 3 * hidden), dtype), draw_array(data, (batch, 3 * hidden), dtype)
+    h = draw_array(data, (batch, hidden), dtype, scale=0.5)
+    for got, want in zip(nb.gru_gates_forward(gi, gh, h), ref.gru_gates_forward(gi, gh, h)):
+        close(got, want, dtype)
+    _, r, z, n = ref.gru_gates_forward(gi, gh, h)
+    dh_new = draw_array(data, (batch, hidden), dtype)
+    gh_n = gh[:, 2 * hidden:]  # a strided view, as the op passes it
+    for got, want in zip(nb.gru_gates_backward(dh_new, h, r, z, n, gh_n),
+                         ref.gru_gates_backward(dh_new, h, r, z, n, gh_n)):
+        close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("amsgrad", [False, True])
+@given(data=st.data(), shape=st.sampled_from([(1,), (7,), (13, 5), (64, 3)]),
+       weight_decay=st.sampled_from([0.0, 0.1]))
+@settings(max_examples=10)
+def test_adamw_update_matches_reference_in_place(dtype, amsgrad, data, shape, weight_decay):
+    param = draw_array(data, shape, dtype)
+    grads = [draw_array(data, shape, dtype) for _ in range(3)]
+    ours = [param.copy(), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+    theirs = [a.copy() for a in ours]  # the same three steps on a copy of the state
+    for step, grad in enumerate(grads, start=1):
+        args = (1e-2, 0.9, 0.99, 1e-8, weight_decay, step)
+        if amsgrad:
+            nb.adamw_amsgrad_update(ours[0], grad, *ours[1:], *args)
+            ref.adamw_amsgrad_update(theirs[0], grad, *theirs[1:], *args)
+        else:
+            nb.adamw_update(ours[0], grad, ours[1], ours[2], *args)
+            ref.adamw_update(theirs[0], grad, theirs[1], theirs[2], *args)
+    for got, want in zip(ours, theirs):
+        close(got, want, dtype, scale=10)
+
+
+def test_adamw_update_on_a_non_contiguous_parameter_updates_it_in_place():
+    base = np.ones((4, 6))
+    param = base[:, ::2]
+    grad, m, v = np.full((4, 3), 0.5), np.zeros((4, 3)), np.zeros((4, 3))
+    nb.adamw_update(param, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
+    np.testing.assert_allclose(base[:, ::2], 0.9)  # lr * sign(grad) after one bias-corrected step
+    np.testing.assert_allclose(base[:, 1::2], 1.0)
+
+
+# ----- attention ----------------------------------------------------------------------------------
+@st.composite
+def attention_case(draw):
+    """Shapes around the tile size, L != S, causal or not, and masks of several broadcast shapes."""
+    B, H = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    L = draw(st.sampled_from([1, 2, 5, 13, 64, 67, 130]))
+    S = draw(st.sampled_from([L, 1, 3, 17, 64, 65, 131]))
+    D, Dv = draw(st.sampled_from([1, 4, 7, 16])), draw(st.sampled_from([1, 5, 16]))
+    causal = draw(st.booleans())
+    mask_shape = draw(st.sampled_from([None, (B, H, L, S), (B, 1, L, S), (1, 1, 1, S), (L, S)]))
+    return B, H, L, S, D, Dv, causal, mask_shape
+
+
+def attention_inputs(data, case, dtype):
+    B, H, L, S, D, Dv, causal, mask_shape = case
+    q, k = draw_array(data, (B, H, L, D), dtype), draw_array(data, (B, H, S, D), dtype)
+    v = draw_array(data, (B, H, S, Dv), dtype)
+    mask = None
+    if mask_shape is not None:
+        seed = data.draw(st.integers(0, 2**31 - 1), label="mask seed")
+        mask = np.random.default_rng(seed).random(mask_shape) < data.draw(st.sampled_from([0.2, 0.9]))
+    return q, k, v, mask, causal, 1.0 / np.sqrt(D)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), case=attention_case())
+def test_attention_matches_reference(dtype, data, case):
+    q, k, v, mask, causal, scale = attention_inputs(data, case, dtype)
+    out, lse = nb.attention_forward(q, k, v, mask, causal, scale)
+    out_ref, lse_ref = ref.attention_forward(q, k, v, mask, causal, scale)
+    close(out, out_ref, dtype, scale=10)
+    close(lse, lse_ref, dtype, scale=10)
+    dout = draw_array(data, out_ref.shape, dtype)
+    grads = nb.attention_backward(dout, q, k, v, out_ref, lse_ref, mask, causal, scale)
+    grads_ref = ref.attention_backward(dout, q, k, v, out_ref, lse_ref, mask, causal, scale)
+    for got, want in zip(grads, grads_ref):
+        close(got, want, dtype, scale=20)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_row_that_attends_nothing_outputs_zero(dtype):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 3, 4)).astype(dtype) for _ in range(3))
+    mask = np.zeros((1, 1, 3, 3), bool)
+    mask[..., 1, :] = True  # query 1 may attend no key
+    out, lse = nb.attention_forward(q, k, v, mask, False, 0.5)
+    assert np.all(out[:, :, 1] == 0) and np.all(lse[:, :, 1] == nb.MASKED_SCORE)
+    dq, dk, dv = nb.attention_backward(np.ones_like(out), q, k, v, out, lse, mask, False, 0.5)
+    assert np.all(dq[:, :, 1] == 0) and np.all(np.isfinite(dk)) and np.all(np.isfinite(dv))
+    # causal with more queries than keys: the first L - S queries see nothing
+    out, lse = nb.attention_forward(q, k[:, :, :1], v[:, :, :1], None, True, 0.5)
+    out_ref, lse_ref = ref.attention_forward(q, k[:, :, :1], v[:, :, :1], None, True, 0.5)
+    np.testing.assert_array_equal(out[:, :, :2], 0)
+    close(out, out_ref, dtype)
+    close(lse, lse_ref, dtype)
+
+
+def test_attention_propagates_nan():
+    q = np.ones((1, 1, 2, 3))
+    q[0, 0, 1, 0] = np.nan
+    out, _ = nb.attention_forward(q, np.ones((1, 1, 4, 3)), np.ones((1, 1, 4, 2)), None, False, 1.0)
+    assert np.all(np.isfinite(out[0, 0, 0])) and np.all(np.isnan(out[0, 0, 1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_decode_step_equals_the_tiled_path(dtype):
+    """One query against a cache takes the untiled path; it must agree with the tiled path's last row."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 3, 70, 8)).astype(dtype) for _ in range(3))
+    full, full_lse = nb.attention_forward(q, k, v, None, True, 0.3)
+    step, step_lse = nb.attention_forward(q[:, :, -1:], k, v, None, True, 0.3)
+    assert nb_attention.DECODE_MAX_ROWS >= 1
+    close(step, full[:, :, -1:], dtype)
+    close(step_lse, full_lse[:, :, -1:], dtype)
+
+
+def test_kernels_are_deterministic():
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, 2, 130, 16)).astype(np.float32) for _ in range(3))
+    runs = []
+    for _ in range(2):
+        out, lse = nb.attention_forward(q, k, v, None, True, 0.25)
+        grads = nb.attention_backward(np.ones_like(out), q, k, v, out, lse, None, True, 0.25)
+        y, _, _ = nb.layer_norm_forward(q.reshape(-1, 16), None, None, 1e-5)
+        loss, lse2 = nb.cross_entropy_forward(q.reshape(-1, 16), np.arange(520) % 16, -100, 0.1)
+        runs.append((out, lse, *grads, y, loss, lse2))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+# ----- the backend machinery ----------------------------------------------------------------------
+@pytest.fixture
+def restore_backend():
+    previous = kernels.get_backend()
+    yield
+    kernels.set_backend(previous)
+
+
+def test_set_backend_switches_every_kernel(restore_backend):
+    kernels.set_backend("numpy")
+    assert kernels.get_backend() == "numpy"
+    assert kernels.softmax_forward is ref.softmax_forward
+    kernels.set_backend("numba")
+    assert kernels.get_backend() == "numba"
+    assert kernels.softmax_forward is nb.softmax_forward
+    assert kernels.MASKED_SCORE == ref.MASKED_SCORE
+    with pytest.raises(ValueError, match="'numpy' or 'numba'"):
+        kernels.set_backend("cuda")
+    with pytest.raises(AttributeError, match="no kernel 'not_a_kernel'"):
+        kernels.not_a_kernel
+
+
+def run_python(code, **env):
+    """Run `code` in a fresh interpreter with extra environment variables; return its stdout."""
+    full_env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    for name in ("MINIGEN_BACKEND", "MINIGEN_NUM_THREADS"):
+        if name not in env:
+            full_env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_environment_selects_backend_and_threads():
+    out = run_python("import numba, minigen.kernels as k; print(k.get_backend(), numba.get_num_threads())",
+                     MINIGEN_BACKEND="numpy")
+    assert out.split()[0] == "numpy"
+    out = run_python("import numba, minigen.kernels as k; print(k.get_backend(), numba.get_num_threads())",
+                     MINIGEN_BACKEND="numba", MINIGEN_NUM_THREADS="1")
+    assert out.split()[:2] == ["numba", "1"]
+    bad = subprocess.run([sys.executable, "-c", "import minigen"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT, "MINIGEN_BACKEND": "gpu"})
+    assert bad.returncode != 0 and "MINIGEN_BACKEND" in bad.stderr
+
+
+def test_missing_numba_falls_back_to_numpy_with_one_warning():
+    code = """
+import sys, warnings
+sys.modules["numba"] = None  # `import numba` now raises ImportError
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import numpy as np
+    import minigen
+    from minigen import kernels
+    y = kernels.softmax_forward(np.zeros((2, 3)))
+    kernels.set_backend("numba")
+    kernels.log_softmax_forward(np.zeros((2, 3)))
+print(kernels.get_backend(), float(y.sum()), sum("Numba backend is unavailable" in str(w.message) for w in caught))
+"""
+    assert run_python(code).split()[-3:] == ["numpy", "2.0", "1"]
+
+
+def test_read_only_sources_get_a_writable_numba_cache_dir(monkeypatch, tmp_path):
+    import numba
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    sources = os.path.join(os.path.dirname(kernels.__file__), "numba")
+    real_access = os.access
+    monkeypatch.setattr(kernels.os, "access", lambda path, mode: False if path.startswith(sources)
+                        else real_access(path, mode))
+    kernels._prepare_numba_environment()
+    expected = str(tmp_path / ".cache" / "minigen" / "numba")
+    assert os.environ["NUMBA_CACHE_DIR"] == expected and numba.config.CACHE_DIR == expected
+    assert os.path.isdir(expected)
