@@ -30,7 +30,8 @@ def write_model(directory):
     import minigen
     from minigen.models.gpt import GPT, GPTConfig
     minigen.manual_seed(0)
-    GPT(GPTConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128, bias=False)).save_pretrained(directory)
+    model = GPT(GPTConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128, bias=False))
+    model.save_pretrained(directory)
 
 
 def measure(side, directory, new_tokens):
@@ -68,12 +69,8 @@ def worker(args):
 def available(side):
     if side != "transformers":
         return True
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
 
 
 def main():

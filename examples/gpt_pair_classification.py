@@ -91,7 +91,7 @@ def main():
     minigen.manual_seed(0)
     model = GPTForSequenceClassification.from_pretrained(os.path.join(pretrain, "best"), num_labels=2).train()
     print(f"test accuracy before fine-tuning: {accuracy(model, *test):.3f}")
-    optimizer = AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+    optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     for step in range(1, args.finetune_steps + 1):
         batch = rng.integers(0, len(train[0]), args.batch_size)
         _, loss = model(train[0][batch], attention_mask=train[1][batch], labels=train[2][batch])

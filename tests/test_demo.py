@@ -124,7 +124,7 @@ def _load_experiment(name):
 @pytest.mark.parametrize("name, plots", [
     ("long_range", ["long_range.png"]),
     ("beam_search", ["beam_search.png", "beam_search_speed.png"]),
-    ("cost", ["cost.png"]),
+    ("cost", ["cost_training.png", "cost_generation.png"]),
 ])
 def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
     _load_experiment(name).main(["--quick", "--out", str(tmp_path)])

@@ -308,6 +308,7 @@ def test_bad_targets(model):
     ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences"),
     ({"max_length": 3}, "max_length"),
     ({"attention_mask": np.ones((1, 2))}, "attention_mask"),
+    ({"attention_mask": np.array([[1, 1, 0]])}, "padded on the left"),
 ])
 def test_impossible_generation_arguments(model, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -4,7 +4,9 @@ For three sizes of GPT and of GRU + Bahdanau Seq2Seq, on batches of the dates ta
 training step; 11 new tokens per generated sequence, stopping at no eos, so every model does the same
 work), measures training tokens/s and greedy generation tokens/s, batched (250 sequences at a time)
 and one sequence at a time. Each backend runs in its own process, chosen with
-``minigen.set_backend``, so that neither inherits the other's compiled kernels or warm caches.
+``minigen.set_backend``, so that neither inherits the other's compiled kernels or warm caches; and
+each runs with 1 and with 2 OpenBLAS threads (OPENBLAS_NUM_THREADS, which must be set before NumPy
+loads), because on two cores the BLAS threads can cost small models more than they give.
 Models are untrained: speed does not depend on the weights.
 
     python examples/experiments/cost.py [--quick] [--out DIR]
@@ -36,8 +38,9 @@ SIZES = (("GPT", "small", dict(n_layer=2, n_head=4, n_embd=64)),
          ("Seq2Seq", "small", dict(embedding_size=32, hidden_size=64)),
          ("Seq2Seq", "medium", dict(embedding_size=32, hidden_size=128)),
          ("Seq2Seq", "large", dict(embedding_size=64, hidden_size=256)))
-SETTINGS = {"full": dict(train_steps=10, batch_sequences=500, single_sequences=20, sizes=("small", "medium", "large")),
-            "quick": dict(train_steps=1, batch_sequences=20, single_sequences=2, sizes=("small",))}
+SETTINGS = {"full": dict(train_steps=10, batch_sequences=500, single_sequences=20, sizes=("small", "medium", "large"),
+                         blas_threads=(1, 2)),
+            "quick": dict(train_steps=1, batch_sequences=20, single_sequences=2, sizes=("small",), blas_threads=(1,))}
 
 
 def _timed(fn, repeats):
@@ -106,6 +109,7 @@ def measure(backend, quick):
         single_seconds = _timed(lambda: [generate([s]) for s in single], 1)
         rows.append({"family": family, "size": size, "parameters": model.num_parameters(),
                      "backend": mg.get_backend(), "requested_backend": backend,
+                     "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
                      "train_ms_per_step": round(1000 * step_seconds, 1),
                      "train_tokens_per_second": round(tokens / step_seconds),
                      "generate_tokens_per_second_batched": round(len(sources) * NEW_TOKENS / batch_seconds),
@@ -115,22 +119,25 @@ def measure(backend, quick):
 
 
 def run(quick=False, out=RESULTS):
-    """Measure each backend in a subprocess; print and save the table and plot."""
+    """Measure each backend and BLAS thread count in a subprocess; print and save the table and plot."""
     rows = []
-    for backend in BACKENDS:
-        print(f"== backend {backend} ==", flush=True)
-        command = [sys.executable, os.path.abspath(__file__), "--worker", backend] + (["--quick"] if quick else [])
-        result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-        rows += json.loads(result.stdout)
-    header = ("| model | size | parameters | backend | train ms/step | train tokens/s | generate tokens/s, "
-              "batch 250 | generate tokens/s, batch 1 |")
-    lines = [header, "|---|---|---:|---|---:|---:|---:|---:|"]
+    for threads in SETTINGS["quick" if quick else "full"]["blas_threads"]:
+        for backend in BACKENDS:
+            print(f"== backend {backend}, {threads} BLAS thread(s) ==", flush=True)
+            command = [sys.executable, os.path.abspath(__file__), "--worker", backend] + (["--quick"] if quick else [])
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+            result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, env=env)
+            rows += json.loads(result.stdout)
+    rows.sort(key=lambda r: (r["family"], r["parameters"], r["requested_backend"], r["blas_threads"]))
+    header = ("| model | size | parameters | backend | BLAS threads | train ms/step | train tokens/s | "
+              "generate tokens/s, batch 250 | generate tokens/s, batch 1 |")
+    lines = [header, "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         backend = r["backend"] if r["backend"] == r["requested_backend"] else \
             f"{r['requested_backend']} (unavailable, ran {r['backend']})"
-        lines.append(f"| {r['family']} | {r['size']} | {r['parameters']:,} | {backend} | {r['train_ms_per_step']:,} | "
-                     f"{r['train_tokens_per_second']:,} | {r['generate_tokens_per_second_batched']:,} | "
-                     f"{r['generate_tokens_per_second_single']:,} |")
+        lines.append(f"| {r['family']} | {r['size']} | {r['parameters']:,} | {backend} | {r['blas_threads']} | "
+                     f"{r['train_ms_per_step']:,} | {r['train_tokens_per_second']:,} | "
+                     f"{r['generate_tokens_per_second_batched']:,} | {r['generate_tokens_per_second_single']:,} |")
     table = "\n".join(lines)
     print(f"\nTraining (batches of 64 dates) and greedy generation ({NEW_TOKENS} tokens a sequence):\n{table}")
     os.makedirs(out, exist_ok=True)
@@ -138,15 +145,18 @@ def run(quick=False, out=RESULTS):
         f.write(table + "\n")
     with open(os.path.join(out, "cost.json"), "w", encoding="utf-8") as f:
         json.dump({"quick": quick, "rows": rows}, f, indent=1)
-    curves = {}
-    for r in rows:
-        for key, kind in (("train_tokens_per_second", "train"), ("generate_tokens_per_second_batched", "generate")):
-            x, y = curves.setdefault(f"{r['family']} {kind}, {r['requested_backend']}", ([], []))
+    paths = []
+    for key, kind in (("train_tokens_per_second", "training"), ("generate_tokens_per_second_batched", "generation")):
+        curves = {}
+        for r in rows:
+            name = f"{r['family']}, {r['requested_backend']}, {r['blas_threads']} BLAS thread(s)"
+            x, y = curves.setdefault(name, ([], []))
             x.append(r["parameters"])
             y.append(r[key])
-    path = plots.save_loss_curves(curves, os.path.join(out, "cost.png"), title="speed against model size",
-                                  xlabel="parameters", ylabel="tokens/s", log_y=True)
-    print(f"wrote {os.path.basename(path)}, cost.md and cost.json to {out}")
+        paths.append(plots.save_loss_curves(curves, os.path.join(out, f"cost_{kind}.png"), log_y=True,
+                                            title=f"{kind} speed against model size", xlabel="parameters",
+                                            ylabel="tokens/s"))
+    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, cost.md and cost.json to {out}")
     return rows
 
 

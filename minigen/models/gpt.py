@@ -257,6 +257,10 @@ class GPT(nn.Module):
         mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
+        if not mask[:, -1].all():
+            # a right-padded prompt would continue after its padding: a silent wrong answer
+            raise ValueError(f"attention_mask: rows {np.flatnonzero(~mask[:, -1]).tolist()} end with padding; a "
+                             f"decoder-only model needs prompts padded on the left")
         state = {"mask": np.zeros((ids.shape[0], 0), bool), "pending_mask": mask, "crop_context": crop_context,
                  "caches": [dict() for _ in self.transformer.h] if use_cache else None,
                  "tokens": np.zeros((ids.shape[0], 0), np.int64)}
@@ -276,7 +280,8 @@ class GPT(nn.Module):
                 raise ValueError(f"generation reached length {state['mask'].shape[1]}, longer than block_size "
                                  f"{block}; lower max_length or max_new_tokens")
             # the window slides: positions shift, so cached keys are stale and each step recomputes it
-            state["mask"], state["tokens"], state["caches"] = state["mask"][:, -block:], state["tokens"][:, -block:], None
+            state["mask"], state["tokens"] = state["mask"][:, -block:], state["tokens"][:, -block:]
+            state["caches"] = None
         mask = state["mask"]
         # left padding: positions count real tokens only, as in Hugging Face's GPT-2
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)

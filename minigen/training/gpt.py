@@ -66,11 +66,13 @@ class GPTTrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_iters < 0 or self.eval_interval < 1:
-            raise ValueError(f"--max-iters must be >= 0 and --eval-interval >= 1, got {self.max_iters}, {self.eval_interval}")
+            raise ValueError(f"--max-iters must be >= 0 and --eval-interval >= 1, "
+                             f"got {self.max_iters}, {self.eval_interval}")
         if self.learning_rate <= 0 or self.min_lr < 0:
             raise ValueError(f"--learning-rate must be > 0 and --min-lr >= 0, got {self.learning_rate}, {self.min_lr}")
         if self.lr_decay_iters < self.warmup_iters:
-            raise ValueError(f"--lr-decay-iters must be >= --warmup-iters, got {self.lr_decay_iters} < {self.warmup_iters}")
+            raise ValueError(f"--lr-decay-iters must be >= --warmup-iters, "
+                             f"got {self.lr_decay_iters} < {self.warmup_iters}")
         if not 0.0 <= self.fim_rate <= 1.0:
             raise ValueError(f"--fim-rate must be in [0, 1], got {self.fim_rate}")
         if self.tokenizer not in ("char", "bpe"):

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .. import kernels, optim, random
+from ..autograd import no_grad
 from ..data import IGNORE_INDEX, exact_match, load_task
 from ..models.gpt import GPT, GPTConfig, adamw_param_groups
 from ..nn.utils import clip_grad_norm_
@@ -80,6 +81,8 @@ def complete(model, tokenizer, sources, max_new_tokens, num_beams=1, batch_size=
     Sources of similar length share a batch, so that little of it is left padding."""
     if isinstance(sources, str):
         raise TypeError(f"sources must be a list of str, got the single str {sources!r}")
+    if len(sources) == 0:
+        raise ValueError("sources is empty; expected at least one source string")
     eos = tokenizer.token_to_id(EOS_TOKEN)
     prompts = [encode_prompt(tokenizer, s) for s in sources]
     order = np.argsort([len(p) for p in prompts], kind="stable")
@@ -111,7 +114,6 @@ def length_bucketed_batches(lengths, batch_size, rng, pool_batches=50):
 
 def pairs_loss(model, examples, pad_id, batch_size=128):
     """Mean completion loss over ``examples`` (per token, as the training loss), without gradients."""
-    from ..autograd import no_grad
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -125,10 +127,9 @@ def pairs_loss(model, examples, pad_id, batch_size=128):
     return total / count
 
 
-def _check_positive(name, value, kind=int):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if kind is int else (int, float)) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=0, n_layer=2, n_head=4,
@@ -155,14 +156,15 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     """
     if max_time is None and max_steps is None:
         raise ValueError("give max_time (seconds) or max_steps, or both; got neither")
-    if max_time is not None:
-        _check_positive("max_time", max_time, float)
+    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))
+                                 or not max_time > 0):
+        raise ValueError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
     if max_steps is not None:
-        _check_positive("max_steps", max_steps)
+        _check_positive_int("max_steps", max_steps)
     if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or n_eval < 0):
         raise ValueError(f"n_eval must be None (the whole test split) or an int >= 0, got {n_eval!r}")
     for name, value in (("batch_size", batch_size), ("eval_interval", eval_interval), ("num_beams", num_beams)):
-        _check_positive(name, value)
+        _check_positive_int(name, value)
     if not 0.0 <= warmup < 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
     data = load_task(task, n_train=n_train, n_valid=n_valid, n_test=n_test, seed=seed, **(task_options or {}))

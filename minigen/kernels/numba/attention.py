@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from .scalar import FASTMATH, fast_exp, max_of
-from .tiles import matmul_acc, transpose_into
+from .tiles import copy_rows, matmul_acc, transpose_into
 
 MASKED_SCORE = -1e30
 TILE = 64
@@ -98,8 +98,13 @@ def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
                     _mask_scores(row, mask[i0 + r], j0, seen)
                 m_old = row_max[r]
                 m_new = max_of(row, seen, m_old)
-                if m_new == neg:  # nothing attendable yet: exp(neg - neg) would count masked keys
-                    row[:nk] = 0
+                if m_new == neg:  # nothing attendable yet: exp(neg - neg) would count masked keys as 1
+                    total = dt(0)
+                    for c in range(seen):
+                        row[c] = row[c] if row[c] != row[c] else dt(0)  # masked scores become 0, NaN stays
+                        total += row[c]
+                    row[seen:nk] = 0
+                    row_sum[r] += total
                     continue
                 total = dt(0)
                 for c in range(seen):
@@ -220,9 +225,8 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
                     ds[r, c] = p[r, c] * (ds[r, c] - d_r)
             matmul_acc(dk_acc, ds.T, qs, nk, nq, D)
             matmul_acc(dq[i0:], ds, k[j0:], nq, nk, D)
-        for c in range(nk):
-            dk[j0 + c] = dk_acc[c]
-            dv[j0 + c] = dv_acc[c]
+        copy_rows(dk, j0, dk_acc, nk)
+        copy_rows(dv, j0, dv_acc, nk)
     factor = dt(scale)
     for i in range(L):
         dq_i = dq[i]

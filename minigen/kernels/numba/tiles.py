@@ -49,3 +49,12 @@ def transpose_into(dst, src, start, count):
         row = src[start + c]
         for d in range(row.shape[0]):
             dst[d, c] = row[d]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def copy_rows(dst, start, src, count):
+    """dst[start:start + count] = src[:count], row by row (no broadcasting machinery to compile)."""
+    for c in range(count):
+        d, x = dst[start + c], src[c]
+        for e in range(x.shape[0]):
+            d[e] = x[e]
