@@ -43,7 +43,7 @@ def main():
     parser.add_argument("--out", default="out-dialogue")
     parser.add_argument("--init-from", default="", help="fine-tune this GPT checkpoint instead of a new one")
     parser.add_argument("--conversations", type=int, default=3000)
-    parser.add_argument("--max-iters", type=int, default=800)
+    parser.add_argument("--max-iters", type=int, default=1000)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -53,11 +53,12 @@ def main():
 
     # a 160-token window holds the name turn when the name is asked for (the greeting is dropped first)
     train_gpt(GPTTrainConfig(text=path, out=args.out, init_from=args.init_from, n_layer=3, n_embd=96,
-                             block_size=160, batch_size=8, max_iters=args.max_iters, lr_decay_iters=args.max_iters,
-                             warmup_iters=50, eval_interval=args.max_iters, eval_iters=10))
+                             block_size=160, batch_size=8, learning_rate=2e-3, min_lr=2e-4, max_iters=args.max_iters,
+                             lr_decay_iters=args.max_iters, warmup_iters=50, eval_interval=args.max_iters,
+                             eval_iters=10))
 
     best = os.path.join(args.out, "best")
-    session = ChatSession(GPT.from_pretrained(best), load_tokenizer(best), max_new_tokens=24)
+    session = ChatSession(GPT.from_pretrained(best), load_tokenizer(best), max_new_tokens=32)
     for user in ("hello", "my name is zoe", "what is 3 plus 4?", "what is my name?", "bye"):
         print(f"User: {user}\nBot: {session.reply(user)}")
 

@@ -1,18 +1,19 @@
 """Pre-train a character GPT on a text, then fine-tune it to tell whether sentence B follows sentence A.
 
     python examples/gpt_pair_classification.py ../shared/data/tinyshakespeare.txt
+    python examples/gpt_pair_classification.py ../shared/data/tinyshakespeare.txt --pretrained out-char-gpt
 
-1. Pre-training: `train_gpt` (what `minigen train gpt` runs) for a few hundred steps.
-2. Pairs from the same text: (sentence i, sentence i+1) is a positive pair, (sentence i, a random
-   sentence) a negative one; each pair is fed as `A \\n B` (newlines inside sentences become spaces).
-   The first 90% of the sentences give training pairs, the rest test pairs.
+1. Pre-training: `train_gpt` (what `minigen train gpt` runs) for a few hundred steps, unless --pretrained
+   names a checkpoint trained on the same text.
+2. Pairs from the same text, whose sentences are its non-empty lines (in a play: a speaker's name or a
+   line of verse): (line i, line i+1) is a positive pair, (line i, a random line) a negative one; each pair
+   is fed as `A \\n B`. The first 90% of the lines give training pairs, the rest test pairs.
 3. Fine-tuning: GPTForSequenceClassification, the pre-trained GPT body plus a linear head on the last
    real token (Hugging Face's GPT2ForSequenceClassification), trained with cross-entropy; test accuracy
    is printed before and after (50% is chance).
 """
 import argparse
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,14 +25,13 @@ from minigen.autograd import no_grad  # noqa: E402
 from minigen.models.gpt_tasks import GPTForSequenceClassification  # noqa: E402
 from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
-from minigen.training.gpt import GPTTrainConfig, train_gpt  # noqa: E402
+from minigen.training.gpt import GPTTrainConfig, load_model_dir, train_gpt  # noqa: E402
 
 HALF = 31  # tokens kept from each sentence: the end of A and the start of B, plus the separator
 
 
 def sentences_of(text):
-    pieces = re.split(r"(?<=[.!?])\s+", text)
-    return [" ".join(p.split()) for p in pieces if 8 <= len(p) <= 200]
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def make_pairs(sentences, rng):
@@ -69,16 +69,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("text", help="a UTF-8 text file, e.g. ../shared/data/tinyshakespeare.txt")
     parser.add_argument("--out", default="out-pairs")
+    parser.add_argument("--pretrained", default="", help="skip pre-training: a GPT checkpoint directory")
     parser.add_argument("--pretrain-iters", type=int, default=300)
     parser.add_argument("--finetune-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    pretrain = os.path.join(args.out, "pretrain")
-    train_gpt(GPTTrainConfig(text=args.text, out=pretrain, max_iters=args.pretrain_iters,
-                             lr_decay_iters=max(args.pretrain_iters, 100), eval_interval=args.pretrain_iters,
-                             eval_iters=20))
-    tokenizer = load_tokenizer(os.path.join(pretrain, "best"))
+    pretrained = load_model_dir(args.pretrained) if args.pretrained else os.path.join(args.out, "pretrain", "best")
+    if not args.pretrained:
+        train_gpt(GPTTrainConfig(text=args.text, out=os.path.dirname(pretrained), max_iters=args.pretrain_iters,
+                                 lr_decay_iters=max(args.pretrain_iters, 100), eval_interval=args.pretrain_iters,
+                                 eval_iters=20))
+    tokenizer = load_tokenizer(pretrained)
 
     with open(args.text, encoding="utf-8") as f:
         sentences = sentences_of(f.read())
@@ -89,7 +91,7 @@ def main():
     print(f"\n{len(train[0]):,} training pairs, {len(test[0]):,} test pairs")
 
     minigen.manual_seed(0)
-    model = GPTForSequenceClassification.from_pretrained(os.path.join(pretrain, "best"), num_labels=2).train()
+    model = GPTForSequenceClassification.from_pretrained(pretrained, num_labels=2).train()
     print(f"test accuracy before fine-tuning: {accuracy(model, *test):.3f}")
     optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     for step in range(1, args.finetune_steps + 1):

@@ -127,10 +127,12 @@ _FREED = _FreedGraph()
 def _as_array(data, dtype):
     if isinstance(data, Tensor):
         data = data.data
-    if dtype is not None:
-        return np.array(data, dtype=dtype)
-    arr = np.array(data)
-    if isinstance(data, (np.ndarray, np.generic)):
+    arr = np.array(data, dtype=dtype)
+    # Strings, objects, complex numbers and dates have no meaning in a tensor: refuse them here, not in a ufunc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"tensor: data of dtype {arr.dtype} is not supported; expected bool, integer or "
+                        f"floating-point values")
+    if dtype is not None or isinstance(data, (np.ndarray, np.generic)):
         return arr  # NumPy data keeps its dtype, as with torch.tensor / torch.from_numpy
     if arr.dtype == np.float64:
         arr = arr.astype(DEFAULT_DTYPE)  # Python floats become float32, as in PyTorch
@@ -197,6 +199,15 @@ class Tensor:
 
     def numpy(self):
         return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        """The data for np.asarray(tensor) / np.array(tensor), with NumPy 2's `copy` semantics."""
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data.copy() if copy else self.data
+        if copy is False:
+            raise ValueError(f"Tensor.__array__: converting dtype {self.data.dtype} to {np.dtype(dtype)} "
+                             "needs a copy, but copy=False")
+        return self.data.astype(dtype)
 
     def item(self):
         if self.data.size != 1:

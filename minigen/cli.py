@@ -20,7 +20,14 @@ COMMAND_MODULES = ["minigen.demo", "minigen.training.seq2seq", "minigen.training
 def build_parser():
     parser = argparse.ArgumentParser(prog="minigen", description="Seq2Seq and GPT text generation on NumPy and Numba.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train = sub.add_parser("train", help="train a model").add_subparsers(dest="family", metavar="FAMILY")
+    train_parser = sub.add_parser("train", help="train a model")
+    train = train_parser.add_subparsers(dest="family", metavar="FAMILY")
+
+    def missing_family(args):
+        train_parser.print_help(sys.stderr)
+        raise SystemExit(2)  # argparse's status for a usage error
+
+    train_parser.set_defaults(func=missing_family)  # a family's own func replaces it
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -33,18 +40,26 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command in `argv` (default sys.argv[1:]); returns the exit status.
+
+    Bad input (ValueError, TypeError) and file problems (OSError: missing, existing, unreadable) print
+    "minigen COMMAND: error: ..." and return 2; a training run whose loss stops being finite
+    (FloatingPointError) prints the same way and returns 1, as `train gpt` does. Argument errors exit 2
+    through argparse."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
-        if args.command == "train":
-            parser.parse_args(["train", "--help"])
         parser.print_help()
-        return 0 if args.command is None else 2
+        return 0
+    command = " ".join(filter(None, [args.command, getattr(args, "family", None)]))
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"minigen {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"minigen {command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"minigen {command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

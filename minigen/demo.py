@@ -18,7 +18,7 @@ import time
 
 from . import kernels, plots
 from .data import load_task
-from .training.pairs_gpt import train_pairs_gpt
+from .training.pairs_gpt import complete, pairs_tokenizer, train_pairs_gpt
 from .training.seq2seq import save_attention_map, train_seq2seq, translate_pairs
 
 TASK = "dates"
@@ -29,7 +29,7 @@ SAMPLES = 5
 SPLITS = {"full": dict(n_train=20000, n_valid=500, n_test=1000), "quick": dict(n_train=1000, n_valid=50, n_test=50)}
 SEQ2SEQ = {"full": dict(hidden_size=128, embedding_size=32, batch_size=64, eval_interval=200),
            "quick": dict(hidden_size=32, embedding_size=16, batch_size=32, eval_interval=10, max_steps=20)}
-GPT = {"full": dict(n_layer=2, n_head=4, n_embd=64, batch_size=64, eval_interval=100),
+GPT = {"full": dict(n_layer=2, n_head=4, n_embd=64, batch_size=32, learning_rate=6e-3, eval_interval=250),
        "quick": dict(n_layer=1, n_head=2, n_embd=32, batch_size=32, eval_interval=10, max_steps=20)}
 DEFAULT_MAX_TIME = {"full": 90.0, "quick": 10.0}
 
@@ -78,6 +78,27 @@ def _loss_curves(histories):
     return curves
 
 
+def _sample_sources(test, metrics):
+    """SAMPLES test sources to show: first those some model got wrong (at most SAMPLES - 2), then the
+    first test sources."""
+    wrong = [error["source"] for m in metrics for error in m["test_errors"]]
+    picked = list(dict.fromkeys(wrong))[:SAMPLES - 2]
+    for source, _ in test:
+        if len(picked) == SAMPLES:
+            break
+        if source not in picked:
+            picked.append(source)
+    return picked
+
+
+def _format_samples(samples):
+    rows = [["source", "Seq2Seq", "GPT", "reference"]]
+    rows += [[repr(s["source"])] + [s[k] + (" x" if s[k] != s["reference"] else "") for k in ("seq2seq", "gpt")]
+             + [s["reference"]] for s in samples]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
     """Train both models on the dates task, compare them and write the report into ``out``.
 
@@ -101,20 +122,19 @@ def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
     seq2seq.save_pretrained(os.path.join(out, "seq2seq"))
 
     log("\n[2/2] GPT: decoder-only transformer, prompt 'source<sep>' -> completion 'target<eos>'")
-    _, gpt_metrics = train_pairs_gpt(TASK, out=os.path.join(out, "gpt"), max_time=max_time, seed=seed,
+    gpt, gpt_metrics = train_pairs_gpt(TASK, out=os.path.join(out, "gpt"), max_time=max_time, seed=seed, log=log,
                                      **SPLITS[size], **GPT[size])
 
     results = {"seq2seq": s2s_metrics, "gpt": gpt_metrics}
     table = format_table(results)
     log(f"\nResults on {len(data.test)} test dates ({kernels.get_backend()} backend):\n{table}")
 
-    gpt_outputs = {source: output for source, output, _ in gpt_metrics["samples"]}
-    sources = [source for source, _, _ in gpt_metrics["samples"][:SAMPLES]]
+    sources = _sample_sources(data.test, [s2s_metrics, gpt_metrics])
+    gpt_outputs, _ = complete(gpt, pairs_tokenizer(data), sources, max_new_tokens=max_length - 1)
     references = dict(data.test)
-    samples = [{"source": s, "seq2seq": o, "gpt": gpt_outputs[s], "reference": references[s]}
-               for s, o in zip(sources, seq2seq.translate(sources, max_length=max_length))]
-    log("\nSamples:\n" + "\n".join(f"  {s['source']!r:40} seq2seq {s['seq2seq']:12} gpt {s['gpt']:12} "
-                                   f"reference {s['reference']}" for s in samples))
+    samples = [{"source": s, "seq2seq": o, "gpt": g, "reference": references[s]}
+               for s, o, g in zip(sources, seq2seq.translate(sources, max_length=max_length), gpt_outputs)]
+    log("\nSamples (x marks a wrong output):\n" + _format_samples(samples))
 
     files = [plots.save_loss_curves(_loss_curves({k: v["history"] for k, v in results.items()}),
                                     os.path.join(out, "loss.png"), title=f"{TASK}: loss per target token",
@@ -127,7 +147,9 @@ def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
     with open(os.path.join(out, "demo.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     log(f"\nWrote {', '.join(summary['files'] + ['demo.json'])} and the models seq2seq/, gpt/ to {out}/")
-    log(f"Try:  minigen translate --checkpoint {os.path.join(out, 'seq2seq')} --show-attention \"March 3, 2021\"")
+    log(f"Try:  minigen translate --checkpoint {os.path.join(out, 'seq2seq')} --show-attention \"March 3, 2021\"\n"
+        f"      minigen generate --checkpoint {os.path.join(out, 'gpt')} --prompt \"March 3, 2021<sep>\" "
+        f"--max-new-tokens 11")
     return summary
 
 

@@ -39,10 +39,10 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .random import generator, manual_seed
+from .random import generator, manual_seed, seeded_generator
 
 __all__ = [
-    "DecodingModel", "GenerateOutput", "generate", "set_generation_seed",
+    "DecodingModel", "GenerateOutput", "generate", "set_generation_seed", "check_attention_mask",
     "apply_repetition_penalty", "block_repeated_ngrams", "top_k_filtering", "top_p_filtering",
 ]
 
@@ -190,13 +190,23 @@ def _check_input_ids(input_ids):
     return ids.astype(np.int64)
 
 
-def _check_attention_mask(attention_mask, shape):
+def check_attention_mask(attention_mask, shape):
+    """None, or a bool array of `shape` from a mask of 0s and 1s (bools, ints or floats, a Tensor too).
+
+    Other values raise ValueError: cast to bool, a 2 or a -1 would silently count as a real token.
+    generate checks its mask with this; a model's start_decoding may do the same when called directly."""
     if attention_mask is None:
         return None
     mask = np.asarray(attention_mask)
     if mask.shape != shape:
         raise ValueError(f"attention_mask must have the shape of input_ids {shape}, got {mask.shape}")
-    return mask
+    if mask.dtype.kind not in "biuf":
+        raise ValueError(f"attention_mask must hold 0s and 1s, got dtype {mask.dtype}")
+    if mask.dtype.kind != "b":
+        bad = mask[(mask != 0) & (mask != 1)]
+        if bad.size:
+            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got {bad[0].item()!r}")
+    return mask.astype(bool)
 
 
 def _check_token_ids(name, value):
@@ -272,19 +282,21 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
         with a finite score (a vocabulary smaller than the beams, every token banned), the missing
         ones are the prefix followed by padding, with score -inf.
     eos_token_id: an id or a list of ids that end a row; later positions get ``pad_token_id``.
-    seed: seeds a private random stream; without it sampling draws from minigen's global generator
-        (reseeded by :func:`minigen.manual_seed`).
+    seed: an int (negative ones are taken modulo 2**64, as torch.manual_seed does) that seeds a private
+        random stream; without it sampling draws from minigen's global generator (reseeded by
+        :func:`minigen.manual_seed`).
 
     Returns int64 sequences (B * num_return_sequences, L), right-padded with ``pad_token_id``, or a
     :class:`GenerateOutput` when ``return_dict_in_generate``, ``output_scores`` or ``output_attentions``.
     """
     input_ids = _check_input_ids(input_ids)
-    attention_mask = _check_attention_mask(attention_mask, input_ids.shape)
+    attention_mask = check_attention_mask(attention_mask, input_ids.shape)
     s = _settings(max_length, max_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                   num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty,
                   early_stopping, eos_token_id, pad_token_id, output_scores, output_attentions)
     if output_attentions and not hasattr(model, "last_attention"):
         raise ValueError(f"output_attentions=True needs {type(model).__name__}.last_attention(state)")
+    rng = generator() if seed is None else seeded_generator(seed, "generate")
 
     state, prefix = model.start_decoding(input_ids, attention_mask)
     prefix = np.asarray(prefix)
@@ -300,8 +312,7 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
 
     ignore_lengths = None
     if attention_mask is not None and prefix.shape == input_ids.shape and np.array_equal(prefix, input_ids):
-        ignore_lengths = np.argmax(attention_mask != 0, axis=1)     # leading padded positions
-    rng = generator() if seed is None else np.random.default_rng(seed)
+        ignore_lengths = np.argmax(attention_mask, axis=1)     # leading padded positions
 
     logits, state = _decode(model, prefix, state, len(prefix))
     decode = _greedy_or_sample if s.num_beams == 1 else _beam_search

@@ -4,12 +4,23 @@ import numpy as np
 _generator = np.random.default_rng(0)
 
 
+def seeded_generator(seed, where="seed"):
+    """A new NumPy Generator for the int `seed`; `where` names the caller in the TypeError for anything else.
+
+    Any int is accepted, as torch.manual_seed does: NumPy wants a non-negative seed, so a negative one is
+    taken modulo 2**64 (-1 seeds like 2**64 - 1, the same 64 bits read as unsigned)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{where}: seed must be an int, got {seed!r} of type {type(seed).__name__}")
+    seed = int(seed)
+    return np.random.default_rng(seed % 2**64 if seed < 0 else seed)
+
+
 def manual_seed(seed):
-    """Seed minigen's random number generator (initialisation, dropout, sampling, batches)."""
+    """Seed minigen's random number generator (initialisation, dropout, sampling, batches).
+
+    Any int is a valid seed; a negative one seeds like seed % 2**64 (see :func:`seeded_generator`)."""
     global _generator
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
-    _generator = np.random.default_rng(int(seed))
+    _generator = seeded_generator(seed, "manual_seed")
     return _generator
 
 

@@ -17,7 +17,7 @@ from minigen.training.pairs_gpt import (EOS_TOKEN, SEP_TOKEN, complete, encode_p
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "experiments")
 TINY = dict(task="reverse", task_options=dict(min_len=1, max_len=3, alphabet="abc"), n_train=25, n_valid=4,
             n_test=10, n_layer=1, n_head=2, n_embd=32, batch_size=16, learning_rate=1e-2, eval_interval=50,
-            max_time=None, max_steps=100, num_beams=2, verbose=False)
+            max_time=None, max_steps=100, num_beams=2, log=None)
 
 
 def _written(directory, name):

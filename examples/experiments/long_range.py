@@ -33,13 +33,15 @@ BUCKETS = ((4, 8), (9, 16), (17, 24), (25, 32))
 TASK_OPTIONS = {"min_len": 4, "max_len": 32}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-# The recurrent models share embedding and hidden sizes; the GPT's width is chosen to give it about the
-# parameters of the attention model. --quick shrinks everything to a smoke run.
+# Sizes give the three models about the same number of parameters (the model without attention gets a
+# wider state instead). --quick shrinks everything to a smoke run.
 SETTINGS = {
     "full": {"splits": dict(n_train=20000, n_valid=500, n_test=1000), "max_time": 240.0, "max_steps": None,
-             "seq2seq": dict(embedding_size=32, hidden_size=128), "gpt": dict(n_layer=2, n_head=4, n_embd=96)},
+             "none": dict(embedding_size=32, hidden_size=176), "bahdanau": dict(embedding_size=32, hidden_size=128),
+             "gpt": dict(n_layer=2, n_head=4, n_embd=96)},
     "quick": {"splits": dict(n_train=300, n_valid=20, n_test=60), "max_time": 10.0, "max_steps": 8,
-              "seq2seq": dict(embedding_size=8, hidden_size=16), "gpt": dict(n_layer=1, n_head=2, n_embd=16)},
+              "none": dict(embedding_size=8, hidden_size=16), "bahdanau": dict(embedding_size=8, hidden_size=16),
+              "gpt": dict(n_layer=1, n_head=2, n_embd=16)},
 }
 
 
@@ -90,7 +92,7 @@ def run(quick=False, out=RESULTS, max_time=None, seed=0):
     rows = {}
     for attention, name in (("none", "Seq2Seq, no attention"), ("bahdanau", "Seq2Seq, Bahdanau attention")):
         print(f"\n== {name} ==")
-        model, info = train_seq2seq_model(data, attention, settings["seq2seq"], max_time, settings["max_steps"], seed)
+        model, info = train_seq2seq_model(data, attention, settings[attention], max_time, settings["max_steps"], seed)
         predictions = translate_pairs(model, data.test, max_length=max_length)
         rows[name] = {"parameters": model.num_parameters(), **info, **bucket_exact_match(predictions, data.test)}
     print("\n== GPT ==")

@@ -187,6 +187,8 @@ def _swap_in(new, path):
 def _litter(path):
     """``(kind, path)`` for the ``path.tmp-*`` / ``path.old-*`` entries a save left beside ``path``."""
     parent, name = os.path.split(path)
+    if not os.path.isdir(parent):  # no parent, no litter: the caller reports the missing path itself
+        return []
     pattern = re.compile(re.escape(name) + r"\.(tmp|old)-[0-9a-f]{16}")
     matches = (pattern.fullmatch(e) for e in sorted(os.listdir(parent)))
     return [(m.group(1), os.path.join(parent, m.group(0))) for m in matches if m]

@@ -22,9 +22,10 @@ FIM_TOKENS = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
 class GPTForSequenceClassification(nn.Module):
     """`logits, loss = model(input_ids, attention_mask, labels)`: num_labels logits per sequence.
 
-    The logits are `score(h)` at each row's last real token: the last position where `attention_mask` is 1
-    (right padding), else -- as Hugging Face does -- the position before the first `pad_token_id`, else the
-    last position. Parameter names are Hugging Face's (`transformer.*`, `score.weight`)."""
+    The logits are `score(h)` at each row's last real token: the last position where `attention_mask` is 1,
+    else -- as Hugging Face does -- the last position that is not `pad_token_id`, else the last position.
+    Pad on the right: a causal model's last real token then sees exactly the real tokens. Parameter names
+    are Hugging Face's (`transformer.*`, `score.weight`)."""
 
     def __init__(self, config, num_labels, pad_token_id=None):
         super().__init__()
@@ -66,8 +67,8 @@ class GPTForSequenceClassification(nn.Module):
             return T - 1 - np.argmax(mask[:, ::-1], axis=1)
         if self.pad_token_id is None:
             return np.full(B, T - 1)
-        is_pad = ids == self.pad_token_id
-        return np.where(is_pad.any(axis=1), np.argmax(is_pad, axis=1) - 1, T - 1) % T
+        real = ids != self.pad_token_id
+        return np.where(real.any(axis=1), T - 1 - np.argmax(real[:, ::-1], axis=1), T - 1)
 
     def forward(self, input_ids, attention_mask=None, labels=None):
         """Logits (B, num_labels) and the mean cross-entropy against integer `labels` (B,), or None."""

@@ -27,7 +27,7 @@ import numpy as np
 from .. import nn
 from ..autograd import Tensor, no_grad
 from ..data.tasks import Vocab
-from ..generation import generate
+from ..generation import check_attention_mask, generate
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import parse_json
 from ..nn import functional as F
@@ -164,6 +164,7 @@ class Seq2Seq(nn.Module):
         if src.shape[0] and (lengths.min() < 1 or lengths.max() > src.shape[1]):
             raise ValueError(f"src_lengths must lie in [1, {src.shape[1]}] (an empty source cannot be encoded), "
                              f"got values in [{lengths.min()}, {lengths.max()}]")
+        _check_ids("src", src, self.config.src_vocab_size, "source")
         return src.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False)
 
     # ----- decoder -------------------------------------------------------------------------
@@ -197,6 +198,10 @@ class Seq2Seq(nn.Module):
         if tgt_in.ndim != 2 or tgt_in.dtype.kind not in "iu" or tgt_in.shape[1] < 1:
             raise ValueError(f"tgt_in must be a 2-D integer array (batch, target length >= 1), got shape "
                              f"{tgt_in.shape} and dtype {tgt_in.dtype}")
+        _check_ids("tgt_in", tgt_in, self.config.tgt_vocab_size, "target")
+        if isinstance(teacher_forcing_ratio, (bool, np.bool_)) \
+                or not isinstance(teacher_forcing_ratio, (int, float, np.integer, np.floating)):
+            raise TypeError(f"teacher_forcing_ratio must be a number in [0, 1], got {teacher_forcing_ratio!r}")
         if not 0.0 <= teacher_forcing_ratio <= 1.0:
             raise ValueError(f"teacher_forcing_ratio must be in [0, 1], got {teacher_forcing_ratio}")
         memory, hidden = self.encode(src, src_lengths)
@@ -232,7 +237,11 @@ class Seq2Seq(nn.Module):
         """Encode the sources once. A missing attention_mask is taken as input_ids != pad_id (as Hugging
         Face does); padding must be on the right. The prefix is a column of bos ids."""
         ids = np.asarray(input_ids)
-        mask = ids != self.config.pad_id if attention_mask is None else np.asarray(attention_mask).astype(bool)
+        _check_ids("input_ids", ids, self.config.src_vocab_size, "source")
+        if attention_mask is None:
+            mask = ids != self.config.pad_id
+        else:
+            mask = check_attention_mask(attention_mask, ids.shape)
         lengths = mask.sum(axis=1)
         if not np.array_equal(mask, np.arange(ids.shape[1])[None, :] < lengths[:, None]):
             raise ValueError("attention_mask (or input_ids != pad_id) must mark each source as a run of real "
@@ -353,6 +362,13 @@ class Seq2Seq(nn.Module):
         except ValueError as e:
             raise ValueError(f"{os.path.join(directory, 'model.safetensors')}: {e}") from None
         return model
+
+
+def _check_ids(name, ids, vocab_size, side):
+    """Raise ValueError naming the argument and the vocabulary (source or target) for an id outside it."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = ids.min() if ids.min() < 0 else ids.max()
+        raise ValueError(f"{name}: id {bad} is outside the {side} vocabulary [0, {vocab_size})")
 
 
 def _check_vocabs(config, src_vocab, tgt_vocab):

@@ -14,6 +14,25 @@ def empty_parameter(*shape, dtype=None):
     return Parameter(np.empty(shape, dtype=np.dtype(DEFAULT_DTYPE if dtype is None else dtype)))
 
 
+def check_size(layer, name, value, minimum=0):
+    """`value` as an int >= minimum; TypeError (not an integer) or ValueError naming the layer and argument,
+    before np.empty could fail with a message that names neither."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an integer, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probability(layer, name, value):
+    """`value` as a float in [0, 1]; TypeError or ValueError naming the layer and argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{layer}: {name} must be a number in [0, 1], got {value!r} of type {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{layer}: {name} must be in [0, 1], got {value}")
+    return float(value)
+
+
 def check_features(input, expected, layer, what="input"):
     """Raise a ValueError naming `layer` unless input's last dim is `expected`."""
     if input.ndim == 0 or input.shape[-1] != expected:
@@ -29,7 +48,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = check_size("Linear", "in_features", in_features)
+        self.out_features = check_size("Linear", "out_features", out_features)
         self.weight = empty_parameter(out_features, in_features, dtype=dtype)
         self.register_parameter("bias", empty_parameter(out_features, dtype=dtype) if bias else None)
         self.reset_parameters()
@@ -55,11 +75,15 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None):
         super().__init__()
+        num_embeddings = check_size("Embedding", "num_embeddings", num_embeddings)
+        embedding_dim = check_size("Embedding", "embedding_dim", embedding_dim)
         if padding_idx is not None:
+            if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, (int, np.integer)):
+                raise TypeError(f"Embedding: padding_idx must be an integer or None, got {padding_idx!r}")
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx {padding_idx} is outside [-{num_embeddings}, "
                                  f"{num_embeddings}) for num_embeddings={num_embeddings}")
-            padding_idx %= num_embeddings
+            padding_idx = int(padding_idx) % num_embeddings
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.weight = empty_parameter(num_embeddings, embedding_dim, dtype=dtype)
         self.reset_parameters()
@@ -93,8 +117,12 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
-        self.normalized_shape, self.eps, self.elementwise_affine = tuple(int(s) for s in shape), eps, elementwise_affine
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (normalized_shape,)
+        elif not isinstance(normalized_shape, (tuple, list)):
+            raise TypeError(f"LayerNorm: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+        shape = tuple(check_size("LayerNorm", "normalized_shape", s) for s in normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         affine = elementwise_affine
         self.register_parameter("weight", empty_parameter(*self.normalized_shape, dtype=dtype) if affine else None)
         self.register_parameter("bias", empty_parameter(*self.normalized_shape, dtype=dtype)
@@ -119,9 +147,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = p
+        self.p = check_probability("Dropout", "p", p)
 
     def forward(self, input):
         return F.dropout(input, self.p, self.training)

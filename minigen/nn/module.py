@@ -1,5 +1,6 @@
 """Module, Parameter and the containers, with PyTorch's names and state_dict semantics."""
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -160,18 +161,35 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into parameters by name. Shapes must match; with strict, names must too.
 
-        Raises ValueError listing missing, unexpected and mis-shaped keys. Returns (missing, unexpected)."""
+        Everything is checked before anything is copied, so a failed load leaves the module unchanged.
+        Raises TypeError for a state_dict that is not a mapping or values that are not numeric arrays
+        (naming the keys), and ValueError listing missing, unexpected and mis-shaped keys.
+        Returns (missing, unexpected)."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
         own = self._state_entries()
-        state_dict = {k: v.data if isinstance(v, Tensor) else v for k, v in state_dict.items()}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        bad_shape = []
+        values, bad_type, bad_shape = {}, [], []
         for key, value in state_dict.items():
-            if key in own:
-                target = own[key][2]
-                shape = target.shape if isinstance(target, (Tensor, np.ndarray)) else None
-                if np.shape(value) != shape:
-                    bad_shape.append(f"{key}: checkpoint {np.shape(value)}, model {shape}")
+            if key not in own:
+                continue
+            try:
+                value = np.asarray(value.data if isinstance(value, Tensor) else value)
+            except ValueError as e:  # a ragged nested list
+                bad_type.append(f"{key}: {e}")
+                continue
+            if value.dtype.kind not in "biuf":
+                bad_type.append(f"{key}: dtype {value.dtype}")
+                continue
+            target = own[key][2]
+            shape = target.shape if isinstance(target, (Tensor, np.ndarray)) else None
+            if value.shape != shape:
+                bad_shape.append(f"{key}: checkpoint {value.shape}, model {shape}")
+            values[key] = value
+        if bad_type:
+            raise TypeError(f"load_state_dict for {type(self).__name__}: expected bool, integer or floating-point "
+                            f"arrays, got " + "; ".join(bad_type))
         if bad_shape or (strict and (missing or unexpected)):
             parts = []
             if missing and strict:
@@ -181,11 +199,8 @@ class Module:
             if bad_shape:
                 parts.append("shape mismatch " + "; ".join(bad_shape))
             raise ValueError(f"load_state_dict for {type(self).__name__}: " + ", ".join(parts))
-        for key, value in state_dict.items():
-            if key not in own:
-                continue
+        for key, value in values.items():
             module, name, target = own[key]
-            value = np.asarray(value)
             if isinstance(target, Tensor):
                 target.data = value.astype(target.dtype, copy=True)
             else:

@@ -18,7 +18,7 @@ from ..ops import cat, stack, where
 from ..ops.rnn import Recurrence
 from . import functional as F
 from . import init
-from .layers import check_features, empty_parameter
+from .layers import check_features, check_probability, check_size, empty_parameter
 from .module import Module
 
 
@@ -36,7 +36,7 @@ def _gates(mode):
 
 def _init_uniform(module, hidden_size):
     """PyTorch's recurrent initialisation: every weight and bias U(-1/sqrt(H), 1/sqrt(H))."""
-    bound = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+    bound = 1.0 / math.sqrt(hidden_size)
     for p in module.parameters():
         init.uniform_(p, -bound, bound)
 
@@ -53,6 +53,8 @@ class _CellBase(Module):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=None):
         super().__init__()
         self.mode = _mode(self.kind, nonlinearity)
+        input_size = check_size(f"{self.kind}Cell", "input_size", input_size)
+        hidden_size = check_size(f"{self.kind}Cell", "hidden_size", hidden_size, minimum=1)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         rows = _gates(self.mode) * hidden_size
         self.weight_ih = empty_parameter(rows, input_size, dtype=dtype)
@@ -122,10 +124,10 @@ class _RNNBase(Module):
                  dropout=0.0, bidirectional=False, dtype=None):
         super().__init__()
         self.mode = _mode(self.kind, nonlinearity)
-        if not (isinstance(num_layers, (int, np.integer)) and num_layers >= 1):
-            raise ValueError(f"{self.kind}: num_layers must be a positive integer, got {num_layers!r}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"{self.kind}: dropout must be in [0, 1], got {dropout}")
+        input_size = check_size(self.kind, "input_size", input_size)
+        hidden_size = check_size(self.kind, "hidden_size", hidden_size, minimum=1)  # as PyTorch
+        num_layers = check_size(self.kind, "num_layers", num_layers, minimum=1)
+        dropout = check_probability(self.kind, "dropout", dropout)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, dropout, bidirectional
         rows = _gates(self.mode) * hidden_size

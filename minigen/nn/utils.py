@@ -15,7 +15,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     With error_if_nonfinite=True a NaN or infinite total norm raises RuntimeError instead."""
     if isinstance(parameters, Tensor):
         parameters = [parameters]
-    max_norm, norm_type = float(max_norm), float(norm_type)
+    max_norm, norm_type = _number("max_norm", max_norm), _number("norm_type", norm_type)
     if not max_norm >= 0:
         raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
     if not norm_type > 0:
@@ -35,3 +35,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         for g in grads:
             g *= coef
     return total
+
+
+def _number(name, value):
+    """float(value) as PyTorch takes it (so norm_type='inf' works), with a TypeError naming the argument."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"clip_grad_norm_: {name} must be a number or 'inf', got {value!r}") from None

@@ -11,7 +11,7 @@ from .matmul import Linear, MatMul
 from .attention import ScaledDotProductAttention
 from .rnn import Recurrence
 from .reduce import Amax, Mean, Sum, Var
-from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack
+from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, check_dim
 
 
 def _binary(op, reflected=False):
@@ -47,8 +47,10 @@ def _max(self, dim=None, keepdim=False):
 
 
 def _transpose(self, d0=-2, d1=-1):
+    d0, d1 = check_dim("transpose", d0, self.ndim), check_dim("transpose", d1, self.ndim)
     dims = list(range(self.ndim))
-    dims[d0], dims[d1] = dims[d1], dims[d0]
+    if dims:  # a 0-d tensor transposes to itself
+        dims[d0], dims[d1] = dims[d1], dims[d0]
     return Permute.apply(self, dims=tuple(dims))
 
 
@@ -56,20 +58,23 @@ def _squeeze(self, dim=None):
     if dim is None:
         shape = tuple(s for s in self.shape if s != 1)
     else:
-        d = dim % self.ndim
-        shape = self.shape if self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
+        d = check_dim("squeeze", dim, self.ndim)
+        shape = self.shape[:d] + self.shape[d + 1:] if self.ndim and self.shape[d] == 1 else self.shape
     return Reshape.apply(self, shape=shape)
 
 
 def _unsqueeze(self, dim):
-    d = dim % (self.ndim + 1)
+    d = check_dim("unsqueeze", dim, self.ndim, new_axis=True)
     return Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
 
 
 def _flatten(self, start_dim=0, end_dim=-1):
+    s, e = check_dim("flatten", start_dim, self.ndim), check_dim("flatten", end_dim, self.ndim)
     if self.ndim == 0:
         return Reshape.apply(self, shape=(1,))
-    s, e = start_dim % self.ndim, end_dim % self.ndim
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                         f"for a tensor with {self.ndim} dimensions")
     return Reshape.apply(self, shape=self.shape[:s] + (-1,) + self.shape[e + 1:])
 
 

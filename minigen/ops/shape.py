@@ -4,6 +4,19 @@ import numpy as np
 from ..autograd import Function
 
 
+def check_dim(op, dim, ndim, new_axis=False):
+    """`dim` as an axis in [0, n), n = ndim, or ndim + 1 for an op that inserts an axis (unsqueeze); negative
+    dims count from the end, and a 0-d tensor takes 0 and -1 as PyTorch does. Raises IndexError naming the
+    op, the dim and ndim for anything else: wrapping an out-of-range dim would silently pick another axis."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an integer, got {dim!r} of type {type(dim).__name__}")
+    n = max(ndim + 1 if new_axis else ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} out of range for a tensor with {ndim} dimensions "
+                         f"(expected {-n}..{n - 1})")
+    return int(dim) % n
+
+
 class Reshape(Function):
     def forward(self, a, shape):
         self.shape = a.shape
@@ -19,9 +32,12 @@ class Reshape(Function):
 
 class Permute(Function):
     def forward(self, a, dims):
-        dims = tuple(int(d) % a.ndim for d in dims) if a.ndim else ()
+        if len(dims) != a.ndim:
+            raise ValueError(f"permute: got {len(dims)} dims {tuple(dims)} for a tensor with {a.ndim} dimensions")
+        dims = tuple(check_dim("permute", d, a.ndim) for d in dims)
         if sorted(dims) != list(range(a.ndim)):
-            raise ValueError(f"permute: dims {dims} are not a permutation of {a.ndim} dimensions")
+            raise ValueError(f"permute: dims {dims} repeat a dimension; expected a permutation of "
+                             f"{tuple(range(a.ndim))}")
         self.inverse = tuple(np.argsort(dims))
         return a.transpose(dims)
 

@@ -74,14 +74,19 @@ def lookup_ids(table, ids):
     elif isinstance(ids, (int, np.integer)):
         ids = [ids]
     elif not isinstance(ids, list):
-        ids = list(ids)
+        try:
+            ids = list(ids)
+        except TypeError:
+            raise TypeError(f"ids: expected an int, a list of ints or a 1-D integer array, got "
+                            f"{type(ids).__name__}") from None
     try:
-        if not ids or min(ids) >= 0:  # negative ids would silently index from the end
+        # negative ids would silently index from the end, and True would read as id 1
+        if not any(isinstance(i, (bool, np.bool_)) for i in ids) and (not ids or min(ids) >= 0):
             return [table[i] for i in ids]
     except (IndexError, TypeError):
         pass
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"ids: expected integers, got {i!r} of type {type(i).__name__}")
         if not 0 <= i < len(table):
             raise IndexError(f"ids: id {i} is not in the vocabulary (vocab_size {len(table)})")

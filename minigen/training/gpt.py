@@ -114,9 +114,10 @@ def tokenizer_files(tokenizer):
 
 
 def load_model_dir(path):
-    """A model directory: `path` itself, or `path/best` for a training output directory."""
-    if os.path.isfile(os.path.join(path, "best", "config.json")):
-        return os.path.join(path, "best")
+    """A model directory: `path` itself, or for a training output directory its best/ (else last/)."""
+    for name in ("best", "last"):
+        if os.path.isfile(os.path.join(path, name, "config.json")):
+            return os.path.join(path, name)
     return path
 
 

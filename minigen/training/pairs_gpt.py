@@ -133,9 +133,9 @@ def _check_positive_int(name, value):
 
 
 def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=0, n_layer=2, n_head=4,
-                    n_embd=64, dropout=0.0, batch_size=64, learning_rate=3e-3, min_lr=3e-4, warmup=0.03,
+                    n_embd=64, dropout=0.0, batch_size=32, learning_rate=6e-3, min_lr=3e-4, warmup=0.03,
                     weight_decay=0.1, grad_clip=1.0, n_train=20000, n_valid=1000, n_test=1000, n_eval=None,
-                    eval_interval=100, num_beams=4, task_options=None, verbose=True):
+                    eval_interval=100, num_beams=4, task_options=None, log=print):
     """Train a character GPT on a built-in task's pairs as ``source <sep> target <eos>``; returns (model, metrics).
 
     Training stops at ``max_time`` seconds or ``max_steps`` steps, whichever comes first (None: no
@@ -146,11 +146,12 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     default, none with 0) are decoded greedily and with beam search of ``num_beams`` beams (skipped
     for 1 beam).
     ``task_options`` go to ``load_task`` (e.g. ``{"min_len": 4, "max_len": 32}`` for reverse).
+    Messages go to ``log`` (``print``); ``log=None`` silences them and the progress line.
 
     metrics: parameters, steps, train_seconds, tokens_per_second (real input tokens fed), valid_loss,
     test_exact_match, test_exact_match_beam, decode_seconds, decode_tokens_per_second,
-    decode_sequences_per_second (greedy), samples [source, output, reference] and history (one dict per
-    validation: step, seconds, train_loss, valid_loss). With ``out``, the model (save_pretrained
+    decode_sequences_per_second (greedy), samples [source, output, reference], test_errors (the first
+    20 wrong greedy outputs) and history (one dict per validation: step, seconds, train_loss, valid_loss). With ``out``, the model (save_pretrained
     layout), its tokenizer and metrics.json are written there, so ``minigen generate --checkpoint OUT
     --prompt "March 3, 2021<sep>"`` completes a prompt.
     """
@@ -181,11 +182,12 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
                           n_head=n_head, n_embd=n_embd, dropout=dropout, bias=False, eos_token_id=eos))
     optimizer = optim.AdamW(adamw_param_groups(model, weight_decay), lr=learning_rate, betas=(0.9, 0.99))
     rng = np.random.default_rng(seed)
-    log = print if verbose else (lambda *args: None)
+    quiet = log is None
+    log = log or (lambda *args: None)
     log(f"GPT (prompt -> completion) on {task}: {model.num_parameters():,} parameters, "
         f"{len(train):,} training pairs, block size {model.config.block_size}")
     # Quiet runs still count tokens in a Progress, whose lines go nowhere.
-    progress = Progress(total_steps=max_steps, max_time=max_time, stream=None if verbose else io.StringIO())
+    progress = Progress(total_steps=max_steps, max_time=max_time, stream=io.StringIO() if quiet else None)
     params = list(model.parameters())
     lengths = [len(ids) for ids, _ in train]
     history, recent_losses, batches, step = [], [], [], 0
@@ -257,4 +259,6 @@ def evaluate_pairs(model, tokenizer, pairs, num_beams=4, log=print):
         result["beam_sequences_per_second"] = round(len(pairs) / (time.perf_counter() - start), 1)
         log(f"beam search ({num_beams} beams): exact match {result['test_exact_match_beam']:.3f}")
     result["samples"] = [list(p) for p in zip(sources[:10], greedy[:10], references[:10])]
+    result["test_errors"] = [{"source": s, "target": t, "prediction": p}
+                             for s, t, p in zip(sources, references, greedy) if p != t][:20]
     return result

