@@ -71,7 +71,7 @@ def main():
     parser.add_argument("--out", default="out-pairs")
     parser.add_argument("--pretrained", default="", help="skip pre-training: a GPT checkpoint directory")
     parser.add_argument("--pretrain-iters", type=int, default=300)
-    parser.add_argument("--finetune-steps", type=int, default=200)
+    parser.add_argument("--finetune-steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
@@ -100,7 +100,7 @@ def main():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 50 == 0:
+        if step % 100 == 0:
             print(f"step {step}: loss {loss.item():.4f}")
     print(f"test accuracy after fine-tuning: {accuracy(model, *test):.3f}")
 

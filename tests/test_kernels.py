@@ -270,6 +270,47 @@ def test_attention_decode_step_equals_the_tiled_path(dtype):
     close(step_lse, full_lse[:, :, -1:], dtype)
 
 
+def test_attention_parallel_path_equals_the_serial_one(monkeypatch):
+    """With threads asked for, large calls run (batch, head) pairs with prange: same numbers, bit for bit."""
+    rng = np.random.default_rng(3)
+    q, k, v, dout = (rng.standard_normal((2, 3, 37, 8)).astype(np.float32) for _ in range(4))
+    mask = rng.random((2, 1, 37, 37)) < 0.2
+    serial = nb.attention_forward(q, k, v, mask, True, 0.3)
+    serial += nb.attention_backward(dout, q, k, v, *serial, mask, True, 0.3)
+    monkeypatch.setattr(nb_attention, "parallel_threads", 2)
+    monkeypatch.setattr(nb_attention, "PARALLEL_MIN_WORK", 0)
+    parallel = nb.attention_forward(q, k, v, mask, True, 0.3)
+    parallel += nb.attention_backward(dout, q, k, v, *parallel, mask, True, 0.3)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_validates_and_switches_attention_to_parallel(monkeypatch):
+    import numba
+    monkeypatch.setattr(nb_attention, "parallel_threads", nb_attention.parallel_threads)
+    before = numba.get_num_threads()
+    try:
+        nb.set_num_threads(2)
+        assert nb_attention.parallel_threads == 2
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        numba.set_num_threads(before)
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="positive int"):
+            nb.set_num_threads(bad)
+
+
+def test_other_dtypes_get_the_reference_answer():
+    ints = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(nb.softmax_forward(ints), ref.softmax_forward(ints))
+    halves = np.linspace(-3, 3, 8, dtype=np.float16)
+    np.testing.assert_array_equal(nb.gelu_forward(halves, "tanh"), ref.gelu_forward(halves, "tanh"))
+    q = np.ones((1, 1, 2, 2), np.float16)
+    for got, want in zip(nb.attention_forward(q, q, q, None, True, 1.0), ref.attention_forward(q, q, q, None, True, 1.0)):
+        assert got.dtype == want.dtype == np.float16
+        np.testing.assert_array_equal(got, want)
+
+
 def test_kernels_are_deterministic():
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((2, 2, 130, 16)).astype(np.float32) for _ in range(3))

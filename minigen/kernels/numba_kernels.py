@@ -3,6 +3,9 @@
 The implementations live in the `numba` subpackage, one file per idea. A kernel missing here is
 served by the NumPy reference (see `minigen.kernels.__getattr__`).
 """
+from numba import config as numba_config, set_num_threads as numba_set_num_threads
+
+from .numba import attention
 from .numba.activations import gelu_backward, gelu_forward
 from .numba.adam import adamw_amsgrad_update, adamw_update
 from .numba.attention import MASKED_SCORE, attention_backward, attention_forward
@@ -14,4 +17,13 @@ from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_no
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_backward", "attention_forward",
            "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward",
            "gru_gates_backward", "gru_gates_forward", "layer_norm_backward", "layer_norm_forward",
-           "log_softmax_backward", "log_softmax_forward", "softmax_backward", "softmax_forward"]
+           "log_softmax_backward", "log_softmax_forward", "set_num_threads", "softmax_backward", "softmax_forward"]
+
+
+def set_num_threads(n):
+    """Use n threads (at most NUMBA_NUM_THREADS) where a kernel can: attention runs large calls' (batch, head)
+    pairs in parallel when n > 1. The default, 1, keeps every kernel serial, leaving the cores to OpenBLAS."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    numba_set_num_threads(min(n, numba_config.NUMBA_NUM_THREADS))
+    attention.parallel_threads = n

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import numpy_kernels
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH, fast_erf, fast_exp, fast_sigmoid
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -56,6 +58,8 @@ def _check_approximate(approximate):
 def gelu_forward(x, approximate):
     """GELU; approximate='tanh' is GPT-2's `gelu_new`, 'none' the exact erf form."""
     tanh_form = _check_approximate(approximate)
+    if x.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.gelu_forward(x, approximate)
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     _gelu_forward(x.reshape(-1), tanh_form, y.reshape(-1))
@@ -65,6 +69,8 @@ def gelu_forward(x, approximate):
 def gelu_backward(dy, x, approximate):
     """dy times the derivative of GELU at x."""
     tanh_form = _check_approximate(approximate)
+    if np.result_type(dy, x) not in FLOAT_DTYPES:
+        return numpy_kernels.gelu_backward(dy, x, approximate)
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(np.broadcast_to(dy, x.shape), dtype=np.result_type(dy, x))
     x = x.astype(dy.dtype, copy=False)

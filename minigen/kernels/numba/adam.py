@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit
 
 from .. import numpy_kernels
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH
 
 
@@ -33,7 +34,8 @@ def _adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, lr, be
 def _flat_views(*arrays):
     """1-D views of arrays that share one shape, one float dtype and C order, else None (no view exists)."""
     first = arrays[0]
-    if all(a.shape == first.shape and a.dtype == first.dtype and a.flags.c_contiguous for a in arrays):
+    if first.dtype in FLOAT_DTYPES and all(a.shape == first.shape and a.dtype == first.dtype
+                                            and a.flags.c_contiguous for a in arrays):
         return [a.reshape(-1) for a in arrays]
     return None
 
@@ -41,7 +43,7 @@ def _flat_views(*arrays):
 def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
     """One Adam(W) step updating param, exp_avg and exp_avg_sq in place (see the NumPy reference)."""
     flat = _flat_views(param, grad, exp_avg, exp_avg_sq)
-    if flat is None:  # an in-place update needs views: the reference handles any layout
+    if flat is None:  # an in-place update needs views: the reference handles any layout and dtype
         numpy_kernels.adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)
         return
     p, g, m, v = flat

@@ -1,237 +1,43 @@
-"""Scaled dot-product attention, tiled with an online softmax (FlashAttention style).
+"""Scaled dot-product attention on (B, H, L, D) arrays: the Numba twin of the reference's pair of kernels.
 
-The reference materializes the (B, H, L, S) scores several times over: 4·B·H·L·S bytes each. Here
-each (batch, head) walks TILE x TILE blocks of scores that live in a small buffer, so memory is
-O(B·H·L·D). Forward keeps each query row's running max and sum and rescales its accumulator when the
-max grows; it saves only out and the log-sum-exp. Backward walks key blocks in the outer loop,
-recomputes the probabilities from the saved log-sum-exp and uses D = rowsum(dout * out), so
-dscores = p * (dout v^T - D) needs no softmax Jacobian. Blocks wholly above the causal diagonal are
-skipped. Masked pairs get probability exactly 0 by selection, not through exp of -inf. A query that
-attends nothing outputs 0 with lse = MASKED_SCORE, as the reference does.
+The reference materializes the (B, H, L, S) scores several times over (4·B·H·L·S bytes each); the
+kernels in `attention_heads.py` keep only tiles of them, so memory is O(B·H·L·D). A decoding step (a
+few query rows against a KV cache) has no reuse to tile for and takes an untiled path.
 
-A decoding step (one query row against a KV cache) has no reuse to tile for: it takes a direct path of
-dot products over the cache.
+(batch, head) pairs run one after another: on a 2-core machine whose cores also serve OpenBLAS, a
+parallel loop lost (see benchmarks/bench_kernels.py). With MINIGEN_NUM_THREADS > 1 (see
+`minigen.kernels`) large calls run the pairs in parallel with prange instead.
 """
-import math
-
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .scalar import FASTMATH, fast_exp, max_of, select
-from .tiles import copy_rows, dot_rows, matmul_acc, transpose_into
+from .. import numpy_kernels
+from . import FLOAT_DTYPES
+from .attention_heads import MASKED_SCORE, backward_head, decode_head, forward_head
+from .scalar import FASTMATH
 
-MASKED_SCORE = -1e30
-TILE_Q = 16  # query rows per tile
-TILE_K = 64  # keys per tile
 DECODE_MAX_ROWS = 8  # up to this many query rows the untiled path is faster (measured, float32)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _visible(row, causal, offset, count):
-    """How many keys query `row` may see before masking: all `count`, or those at <= row + offset."""
-    if not causal:
-        return count
-    return max(0, min(count, row + offset + 1))
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _mask_scores(row, mask_row, start, count):
-    """row[c] = MASKED_SCORE where mask_row[start + c]; fast_exp then gives exactly 0 there."""
-    neg = row.dtype.type(MASKED_SCORE)
-    for c in range(count):
-        if mask_row[start + c]:
-            row[c] = neg
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _scaled_rows(dst, src, start, count, scale):
-    """dst[:count] = src[start:start + count] * scale, in the arrays' dtype."""
-    factor = src.dtype.type(scale)
-    for r in range(count):
-        d, x = dst[r], src[start + r]
-        for e in range(x.shape[0]):
-            d[e] = x[e] * factor
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _finish_row(out_row, lse, i, acc, row_max, row_sum):
-    """out_row = acc / row_sum and lse[i]; a row that attended nothing gets 0 and MASKED_SCORE."""
-    if row_sum == 0:
-        out_row[:] = 0
-        lse[i] = MASKED_SCORE
-    else:  # including a NaN row_sum, which must reach the output
-        inv = acc.dtype.type(1) / row_sum
-        for e in range(out_row.shape[0]):
-            out_row[e] = acc[e] * inv
-        lse[i] = row_max + math.log(row_sum)
-
-
-@njit(inline="always", fastmath=FASTMATH, error_model="numpy")
-def _exp_row(row, count, running_max):
-    """row[:count] = exp(row - m) for m = max(running_max, row[:count]); returns (m, sum of the row).
-
-    While every score seen is masked, m stays MASKED_SCORE, and exp(m - m) = 1 must not count the
-    masked keys: such a row becomes 0 (a NaN score stays NaN, so that it reaches the output)."""
-    dt = row.dtype.type
-    neg = dt(MASKED_SCORE)
-    m = max_of(row, count, running_max)
-    total = dt(0)
-    if m == neg:
-        for c in range(count):
-            row[c] = select(row[c] != row[c], row[c], dt(0))
-            total += row[c]
-        return m, total
-    for c in range(count):
-        e = fast_exp(row[c] - m)
-        row[c] = e
-        total += e
-    return m, total
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _forward_head(q, k, v, mask, has_mask, causal, scale, out, lse):
-    """One (batch, head): q (L, D), k (S, D), v (S, Dv), mask (L, S) -> out (L, Dv), lse (L,)."""
-    L, D = q.shape
-    S, Dv = v.shape
-    dt = q.dtype.type
-    offset = S - L
-    neg = dt(MASKED_SCORE)
-    kt = np.empty(((S + TILE_K - 1) // TILE_K, D, TILE_K), q.dtype)  # k^T, one contiguous block per key tile
-    for jb in range(kt.shape[0]):
-        transpose_into(kt[jb], k, jb * TILE_K, min(TILE_K, S - jb * TILE_K))
-    qs = np.empty((TILE_Q, D), q.dtype)
-    s = np.empty((TILE_Q, TILE_K), q.dtype)
-    acc = np.empty((TILE_Q, Dv), q.dtype)
-    row_max = np.empty(TILE_Q, q.dtype)
-    row_sum = np.empty(TILE_Q, q.dtype)
-    for i0 in range(0, L, TILE_Q):
-        nq = min(TILE_Q, L - i0)
-        _scaled_rows(qs, q, i0, nq, scale)
-        acc[:] = 0
-        row_max[:] = neg
-        row_sum[:] = 0
-        key_end = _visible(i0 + nq - 1, causal, offset, S)
-        for j0 in range(0, key_end, TILE_K):
-            nk = min(TILE_K, key_end - j0)
-            s[:] = 0
-            matmul_acc(s, qs, kt[j0 // TILE_K], nq, D, nk)
-            for r in range(nq):
-                row = s[r]
-                seen = max(0, min(nk, _visible(i0 + r, causal, offset, S) - j0))
-                if has_mask:
-                    _mask_scores(row, mask[i0 + r], j0, seen)
-                m_old = row_max[r]
-                m_new, total = _exp_row(row, seen, m_old)
-                row[seen:nk] = 0
-                correction = fast_exp(m_old - m_new)
-                row_max[r] = m_new
-                row_sum[r] = row_sum[r] * correction + total
-                acc_r = acc[r]
-                for e in range(Dv):
-                    acc_r[e] *= correction
-            matmul_acc(acc, s, v[j0:], nq, nk, Dv)
-        for r in range(nq):
-            _finish_row(out[i0 + r], lse, i0 + r, acc[r], row_max[r], row_sum[r])
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _decode_head(q, k, v, mask, has_mask, causal, scale, out, lse):
-    """_forward_head for a few query rows: all scores of a row at once, no tiles, no rescaling."""
-    L, D = q.shape
-    S, Dv = v.shape
-    p = np.empty((1, S), q.dtype)
-    q_row = np.empty((1, D), q.dtype)
-    acc = np.empty((1, Dv), q.dtype)
-    for r in range(L):
-        _scaled_rows(q_row, q, r, 1, scale)
-        seen = _visible(r, causal, S - L, S)
-        scores = p[0]
-        dot_rows(scores, k, q_row[0], seen)
-        if has_mask:
-            _mask_scores(scores, mask[r], 0, seen)
-        m, total = _exp_row(scores, seen, q.dtype.type(MASKED_SCORE))
-        acc[:] = 0
-        matmul_acc(acc, p, v, 1, seen, Dv)
-        _finish_row(out[r], lse, r, acc[0], m, total)
+PARALLEL_MIN_WORK = 2 ** 25  # B*H*L*S*D under which waking other threads costs more than it saves
+parallel_threads = 1  # set by numba_kernels.set_num_threads; 1 keeps every call serial
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
     B, H, L = q.shape[0], q.shape[1], q.shape[2]
-    if L <= DECODE_MAX_ROWS:
-        for bh in range(B * H):
-            b, h = bh // H, bh % H
-            _decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
-        return
     for bh in range(B * H):
         b, h = bh // H, bh % H
-        _forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
+        if L <= DECODE_MAX_ROWS:
+            decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
+        else:
+            forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _backward_head(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
-    """One (batch, head) of attention_backward; key blocks outside, query blocks inside."""
-    L, D = q.shape
-    S, Dv = v.shape
-    dt = q.dtype.type
-    offset = S - L
-    neg = dt(MASKED_SCORE)
-    delta = np.empty(L, q.dtype)  # D = rowsum(dout * out)
-    for i in range(L):
-        acc = dt(0)
-        for e in range(Dv):
-            acc += dout[i, e] * out[i, e]
-        delta[i] = acc
-    qs = np.empty((L, D), q.dtype)  # q * scale: the scores' and dk's factor
-    _scaled_rows(qs, q, 0, L, scale)
-    kt = np.empty((D, TILE_K), q.dtype)
-    vt = np.empty((Dv, TILE_K), q.dtype)
-    p = np.empty((TILE_Q, TILE_K), q.dtype)
-    ds = np.empty((TILE_Q, TILE_K), q.dtype)
-    dk_acc = np.empty((TILE_K, D), q.dtype)
-    dv_acc = np.empty((TILE_K, Dv), q.dtype)
-    dq[:] = 0
-    for j0 in range(0, S, TILE_K):
-        nk = min(TILE_K, S - j0)
-        transpose_into(kt, k, j0, nk)
-        transpose_into(vt, v, j0, nk)
-        dk_acc[:] = 0
-        dv_acc[:] = 0
-        first_row = max(0, j0 - offset) if causal else 0  # earlier rows see none of these keys
-        for i0 in range(first_row, L, TILE_Q):
-            nq = min(TILE_Q, L - i0)
-            # keys of this block that any row of this query block sees (causal: fewer near the diagonal)
-            nk_seen = max(0, min(nk, _visible(i0 + nq - 1, causal, offset, S) - j0))
-            p[:] = 0
-            matmul_acc(p, qs[i0:], kt, nq, D, nk_seen)
-            for r in range(nq):
-                row = p[r]
-                seen = max(0, min(nk_seen, _visible(i0 + r, causal, offset, S) - j0))
-                shift = lse[i0 + r]
-                if shift == neg:  # the row attends nothing
-                    seen = 0
-                if has_mask:
-                    _mask_scores(row, mask[i0 + r], j0, seen)
-                for c in range(seen):
-                    row[c] = fast_exp(row[c] - shift)
-                row[seen:nk_seen] = 0
-            matmul_acc(dv_acc, p.T, dout[i0:], nk_seen, nq, Dv)
-            ds[:] = 0
-            matmul_acc(ds, dout[i0:], vt, nq, Dv, nk_seen)
-            for r in range(nq):
-                d_r = delta[i0 + r]
-                p_r, ds_r = p[r], ds[r]
-                for c in range(nk_seen):
-                    ds_r[c] = p_r[c] * (ds_r[c] - d_r)
-            matmul_acc(dk_acc, ds.T, qs[i0:], nk_seen, nq, D)
-            matmul_acc(dq[i0:], ds, k[j0:], nq, nk_seen, D)
-        copy_rows(dk, j0, dk_acc, nk)
-        copy_rows(dv, j0, dv_acc, nk)
-    factor = dt(scale)
-    for i in range(L):
-        dq_i = dq[i]
-        for d in range(D):
-            dq_i[d] *= factor
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+def _attention_forward_parallel(q, k, v, mask, has_mask, causal, scale, out, lse):
+    B, H = q.shape[0], q.shape[1]
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -239,8 +45,22 @@ def _attention_backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, 
     B, H = q.shape[0], q.shape[1]
     for bh in range(B * H):
         b, h = bh // H, bh % H
-        _backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
+        backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
                        scale, dq[b, h], dk[b, h], dv[b, h])
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+def _attention_backward_parallel(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
+    B, H = q.shape[0], q.shape[1]
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
+                       scale, dq[b, h], dk[b, h], dv[b, h])
+
+
+def _parallel(B, H, L, S, D):
+    """Whether a call is large enough, and threads were asked for, to run (batch, head) pairs in parallel."""
+    return parallel_threads > 1 and B * H > 1 and L > DECODE_MAX_ROWS and B * H * L * S * D >= PARALLEL_MIN_WORK
 
 
 def _prepare(arrays, mask, shape):
@@ -257,20 +77,26 @@ def attention_forward(q, k, v, mask, causal, scale):
 
     mask (broadcastable to (B, H, L, S), True = may not attend) or None; causal: query i sees keys
     j <= i + (S - L). Same contract as the NumPy reference."""
-    B, H, L, _ = q.shape
+    if np.result_type(q, k, v) not in FLOAT_DTYPES:
+        return numpy_kernels.attention_forward(q, k, v, mask, causal, scale)
+    B, H, L, D = q.shape
     S, Dv = v.shape[-2], v.shape[-1]
     (q, k, v), mask, has_mask = _prepare((q, k, v), mask, (B, H, L, S))
     out = np.empty((B, H, L, Dv), q.dtype)
     lse = np.empty((B, H, L), q.dtype)
-    _attention_forward(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
+    run = _attention_forward_parallel if _parallel(B, H, L, S, D) else _attention_forward
+    run(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
     return out, lse
 
 
 def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     """Gradients (dq, dk, dv) of attention_forward, recomputing the probabilities from lse."""
-    B, H, L, _ = q.shape
+    if np.result_type(dout, q, k, v, out, lse) not in FLOAT_DTYPES:
+        return numpy_kernels.attention_backward(dout, q, k, v, out, lse, mask, causal, scale)
+    B, H, L, D = q.shape
     S = k.shape[-2]
     (dout, q, k, v, out, lse), mask, has_mask = _prepare((dout, q, k, v, out, lse), mask, (B, H, L, S))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    _attention_backward(dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
+    run = _attention_backward_parallel if _parallel(B, H, L, S, D) else _attention_backward
+    run(dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
     return dq, dk, dv

@@ -4,6 +4,8 @@ np.add.at is a slow unbuffered ufunc loop; a plain loop over ids adds each row w
 import numpy as np
 from numba import njit
 
+from .. import numpy_kernels
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH
 
 
@@ -25,6 +27,8 @@ def _embedding_backward(ids, dy, dw):
 
 def embedding_backward(ids, dy, num_embeddings):
     """Scatter-add rows of dy (N, D) into a (num_embeddings, D) gradient; repeated ids accumulate."""
+    if dy.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.embedding_backward(ids, dy, num_embeddings)
     ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     dy = np.ascontiguousarray(dy)
     dw = np.zeros((num_embeddings, dy.shape[1]), dtype=dy.dtype)

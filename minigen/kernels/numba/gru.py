@@ -6,20 +6,30 @@ here one loop over (batch, hidden) that writes each output once.
 import numpy as np
 from numba import njit
 
+from .. import numpy_kernels
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH, fast_sigmoid, fast_tanh
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _sigmoid_gate(out, gi, gh, start):
+    """out[j] = sigmoid(gi[start + j] + gh[start + j]): one gate of one batch row."""
+    for j in range(out.shape[0]):
+        out[j] = fast_sigmoid(gi[start + j] + gh[start + j])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _gru_gates_forward(gi, gh, h, h_new, r, z, n):
     batch, hidden = h.shape
     for b in range(batch):
-        gi_b, gh_b, h_b = gi[b], gh[b], h[b]
+        gi_b, gh_b, r_b, z_b, n_b = gi[b], gh[b], r[b], z[b], n[b]
+        _sigmoid_gate(r_b, gi_b, gh_b, 0)
+        _sigmoid_gate(z_b, gi_b, gh_b, hidden)
         for j in range(hidden):
-            r_j = fast_sigmoid(gi_b[j] + gh_b[j])
-            z_j = fast_sigmoid(gi_b[hidden + j] + gh_b[hidden + j])
-            n_j = fast_tanh(gi_b[2 * hidden + j] + r_j * gh_b[2 * hidden + j])
-            r[b, j], z[b, j], n[b, j] = r_j, z_j, n_j
-            h_new[b, j] = n_j + z_j * (h_b[j] - n_j)
+            n_b[j] = fast_tanh(gi_b[2 * hidden + j] + r_b[j] * gh_b[2 * hidden + j])
+        h_b, out = h[b], h_new[b]
+        for j in range(hidden):
+            out[j] = n_b[j] + z_b[j] * (h_b[j] - n_b[j])
 
 
 def _same_dtype(*arrays):
@@ -29,6 +39,8 @@ def _same_dtype(*arrays):
 
 def gru_gates_forward(gi, gh, h):
     """One GRU step from the projected gates gi, gh (B, 3H) and h (B, H); returns (h_new, r, z, n)."""
+    if np.result_type(gi, gh, h) not in FLOAT_DTYPES:
+        return numpy_kernels.gru_gates_forward(gi, gh, h)
     gi, gh, h = _same_dtype(gi, gh, h)
     h_new, r, z, n = (np.empty_like(h) for _ in range(4))
     _gru_gates_forward(gi, gh, h, h_new, r, z, n)
@@ -52,6 +64,8 @@ def _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh):
 
 def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     """Gradients (dgi, dgh (B, 3H), dh (B, H)) of gru_gates_forward; gh_n = gh[:, 2H:]."""
+    if np.result_type(dh_new, h, r, z, n, gh_n) not in FLOAT_DTYPES:
+        return numpy_kernels.gru_gates_backward(dh_new, h, r, z, n, gh_n)
     dh_new, h, r, z, n, gh_n = _same_dtype(dh_new, h, r, z, n, gh_n)
     batch, hidden = h.shape
     dgi, dgh = np.empty((batch, 3 * hidden), h.dtype), np.empty((batch, 3 * hidden), h.dtype)

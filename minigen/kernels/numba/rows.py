@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import numpy_kernels
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH, fast_exp, max_of
 
 
@@ -44,6 +46,8 @@ def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
 
 def layer_norm_forward(x, weight, bias, eps):
     """LayerNorm over the last axis of x (rows, features); returns (y, mean, rstd) like the reference."""
+    if x.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.layer_norm_forward(x, weight, bias, eps)
     x = _rows(x)
     n, f = x.shape
     w = np.ones(f, x.dtype) if weight is None else _rows(weight, x.dtype)
@@ -80,6 +84,8 @@ def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
     """Gradients (dx, dweight, dbias) of layer_norm_forward; dweight is None when weight is None."""
+    if x.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.layer_norm_backward(dy, x, weight, mean, rstd)
     x = _rows(x)
     dt = x.dtype
     n, f = x.shape
@@ -117,6 +123,8 @@ def _softmax_forward(x, y, log):
 
 def softmax_forward(x):
     """Softmax over the last axis of a 2-D array."""
+    if x.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.softmax_forward(x)
     x = _rows(x)
     y = np.empty_like(x)
     _softmax_forward(x, y, False)
@@ -125,6 +133,8 @@ def softmax_forward(x):
 
 def log_softmax_forward(x):
     """log_softmax over the last axis of a 2-D array."""
+    if x.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.log_softmax_forward(x)
     x = _rows(x)
     y = np.empty_like(x)
     _softmax_forward(x, y, True)
@@ -151,6 +161,8 @@ def _softmax_backward(dy, y, dx, log):
 
 def _softmax_like_backward(dy, y, log):
     dt = np.result_type(dy, y)
+    if dt not in FLOAT_DTYPES:
+        return (numpy_kernels.log_softmax_backward if log else numpy_kernels.softmax_backward)(dy, y)
     y = _rows(y, dt)
     dx = np.empty_like(y)
     _softmax_backward(_rows(dy, dt), y, dx, log)
@@ -213,6 +225,8 @@ def _cross_entropy_forward(logits, target, ignore_index, label_smoothing, losses
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     """Per-row losses (0 where ignored) and the row log-sum-exp, for logits (N, C) and target (N,)."""
+    if logits.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.cross_entropy_forward(logits, target, ignore_index, label_smoothing)
     logits = _rows(logits)
     n, c = logits.shape
     if c == 0:
@@ -243,6 +257,8 @@ def _cross_entropy_backward(logits, target, lse, row_scale, ignore_index, label_
 
 def cross_entropy_backward(logits, target, lse, row_scale, ignore_index, label_smoothing):
     """d(sum_i row_scale[i] * loss_i) / d logits; ignored rows get 0."""
+    if logits.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.cross_entropy_backward(logits, target, lse, row_scale, ignore_index, label_smoothing)
     logits = _rows(logits)
     dt = logits.dtype
     n, c = logits.shape

@@ -14,8 +14,8 @@ from .scalar import FASTMATH
 def matmul_acc(out, a, b, rows, inner, cols):
     """out[:rows, :cols] += a[:rows, :inner] @ b[:inner, :cols].
 
-    out and b must have contiguous rows (C order, or a leading-axis slice of it); a may have any
-    layout, so a transposed operand is passed as `x.T`."""
+    All three are C-contiguous (or a leading-axis slice of such an array): a transposed operand is
+    copied with `transpose_into` first, which costs less than compiling and running a strided variant."""
     inner4 = inner - inner % 4
     rows2 = rows - rows % 2
     for m in range(0, rows2, 2):
