@@ -3,11 +3,13 @@
     python benchmarks/bench_kernels.py [--markdown FILE] [--repeat 7] [--skip-large-attention]
 
 Times are the best of `--repeat` runs after one warm-up call (so compilation is excluded: it is reported
-separately). "speed-up" is NumPy time / Numba time; "backend" says which implementation
-`minigen.kernels` runs at that shape: a Numba wrapper hands a case to the NumPy reference where the
-reference measured faster. Attention runs causal, B=8, H=8, d=64; its peak memory is what tracemalloc
-sees during forward + backward: every NumPy allocation including the kernels' outputs, but not the
-Numba kernels' per-head tile buffers (a few tens of KB, allocated by Numba's runtime).
+separately), wall-clock, float32. "speed-up" is NumPy time / Numba time; the report lists every case
+where NumPy was faster (a kernel should then hand that case to the reference).
+Attention peak memory (causal, B=8, H=8, d=64) is what tracemalloc sees during forward + backward:
+every NumPy allocation including the kernels' outputs, but not the Numba kernels' per-head tile
+buffers (tens of KB, allocated by Numba's runtime).
+"serial vs prange" times attention forward + backward with (batch, head) pairs run serially (the
+default) and in parallel (what MINIGEN_NUM_THREADS > 1 enables for large calls), forced at every size.
 The last table times `import minigen` and the first call of every kernel in fresh interpreters.
 """
 import argparse
@@ -143,6 +145,36 @@ def attention_memory(T):
     return peaks
 
 
+def parallel_rows(large, repeat):
+    """(label, serial seconds, parallel seconds) for attention forward + backward."""
+    import numba
+    from minigen.kernels.numba import attention
+    shapes = [(12, 4, 64, 32), (4, 6, 256, 64)] + ([(8, 8, 1024, 64)] if large else [])
+    threads = numba.config.NUMBA_NUM_THREADS
+    saved = attention.parallel_threads, attention.PARALLEL_MIN_WORK, numba.get_num_threads()
+    rows = []
+    try:
+        for B, H, T, D in shapes:
+            q, k, v, dout = (randn(B, H, T, D) for _ in range(4))
+
+            def step():
+                out, lse = nb.attention_forward(q, k, v, None, True, D ** -0.5)
+                nb.attention_backward(dout, q, k, v, out, lse, None, True, D ** -0.5)
+            times = []
+            for parallel in (False, True):
+                attention.PARALLEL_MIN_WORK = 0
+                nb.set_num_threads(threads if parallel else 1)
+                times.append(best_time(step, 1 if T >= 1024 else repeat))
+            label = f"B={B} H={H} T={T} d={D}"
+            rows.append((label, *times))
+            print(f"attention fwd+bwd {label}: serial {times[0] * 1e3:.2f} ms, prange on {threads} threads "
+                  f"{times[1] * 1e3:.2f} ms", flush=True)
+    finally:
+        attention.parallel_threads, attention.PARALLEL_MIN_WORK = saved[:2]
+        numba.set_num_threads(saved[2])
+    return rows, threads
+
+
 # ----- start-up: import and first calls, in fresh interpreters ---------------------------------------
 FIRST_CALLS = """
 import time, json
@@ -200,19 +232,26 @@ def startup_rows():
 
 
 # ----- report ---------------------------------------------------------------------------------------
-def markdown(kernel_table, memory, startup):
+def markdown(kernel_table, memory, parallel, startup):
     lines = ["# Kernel benchmark: NumPy reference vs Numba", "",
-             f"numpy {np.__version__}, numba {__import__('numba').__version__}, {os.cpu_count()} CPUs. "
-             "Best of several runs, wall-clock, float32.", "",
-             "| kernel | shape | NumPy ms | Numba ms | speed-up | backend |", "|---|---|---:|---:|---:|---|"]
+             f"numpy {np.__version__}, numba {__import__('numba').__version__}, {os.cpu_count()} CPUs, "
+             f"load average {os.getloadavg()[0]:.1f} at the end. Best of several runs, wall-clock, float32.", "",
+             "| kernel | shape | NumPy ms | Numba ms | speed-up |", "|---|---|---:|---:|---:|"]
     for name, label, t_np, t_nb in kernel_table:
-        lines.append(f"| {name} | {label} | {t_np * 1e3:.3f} | {t_nb * 1e3:.3f} | {t_np / t_nb:.2f}x | numba |")
+        lines.append(f"| {name} | {label} | {t_np * 1e3:.3f} | {t_nb * 1e3:.3f} | {t_np / t_nb:.2f}x |")
+    losses = [f"{name} {label}" for name, label, t_np, t_nb in kernel_table if t_np < t_nb]
+    lines += ["", "NumPy faster: " + ("; ".join(losses) if losses else "in no case measured.")]
     if memory:
         lines += ["", "## Attention peak memory, forward + backward (B=8, H=8, d=64, causal)", "",
                   "| T | NumPy MiB | Numba MiB | ratio |", "|---:|---:|---:|---:|"]
         for T, peaks in memory:
             lines.append(f"| {T} | {peaks['numpy'] / 2**20:.1f} | {peaks['numba'] / 2**20:.1f} | "
                          f"{peaks['numpy'] / peaks['numba']:.1f}x |")
+    if parallel:
+        rows, threads = parallel
+        lines += ["", f"## Attention forward + backward: serial vs prange over (batch, head), {threads} threads", "",
+                  "| shape | serial ms | prange ms | prange speed-up |", "|---|---:|---:|---:|"]
+        lines += [f"| {label} | {t_s * 1e3:.2f} | {t_p * 1e3:.2f} | {t_s / t_p:.2f}x |" for label, t_s, t_p in rows]
     if startup:
         lines += ["", "## Start-up", "", "| what | seconds |", "|---|---:|"]
         lines += [f"| {what} | {seconds:.3f} |" for what, seconds in startup]
@@ -226,6 +265,7 @@ def main(argv=None):
     parser.add_argument("--skip-large-attention", action="store_true",
                         help="skip T=1024 attention (the NumPy reference needs ~1 GiB and tens of seconds)")
     parser.add_argument("--skip-startup", action="store_true", help="skip the fresh-interpreter start-up timings")
+    parser.add_argument("--skip-parallel", action="store_true", help="skip the serial vs prange comparison")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
@@ -238,8 +278,9 @@ def main(argv=None):
         memory.append((T, peaks))
         print(f"attention peak memory T={T}: numpy {peaks['numpy'] / 2**20:.1f} MiB, "
               f"numba {peaks['numba'] / 2**20:.1f} MiB", flush=True)
+    parallel = None if args.skip_parallel else parallel_rows(large, args.repeat)
     startup = [] if args.skip_startup else startup_rows()
-    report = markdown(table, memory, startup)
+    report = markdown(table, memory, parallel, startup)
     print()
     print(report)
     if args.markdown:

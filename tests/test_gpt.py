@@ -427,6 +427,8 @@ def test_sequence_classification_reads_the_last_real_token(gpt2_dir, model):
         clf(ids, labels=np.array([3, 0]))
     with pytest.raises(ValueError, match="num_labels"):
         GPTForSequenceClassification(model.config, 0)
+    copied = GPTForSequenceClassification.from_gpt(model, 2).eval()
+    np.testing.assert_array_equal(copied.transformer(ids).data, model.transformer(ids).data)
 
 
 def test_fim_transform_is_prefix_suffix_middle():

@@ -1,6 +1,7 @@
 """GPT training: bit-identical resume, crash safety, NaN stops, fine-tuning with frozen parts, the CLI commands."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def test_killed_during_training_resumes_and_last_is_loadable(tmp_path, text_file
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         # wait for a few checkpoints: every step saves, so the kill lands in or near a save
         while time.monotonic() < deadline and proc.poll() is None:
             if os.path.isdir(os.path.join(out, "last")) and len(os.listdir(out)) >= 2:
@@ -95,7 +96,7 @@ def test_killed_during_training_resumes_and_last_is_loadable(tmp_path, text_file
     assert metrics["iters"] == state.manifest["step"] + 5
     assert load_checkpoint(os.path.join(out, "last")).manifest["step"] == metrics["iters"]
     GPT.from_pretrained(os.path.join(out, "last"))
-    assert sorted(os.listdir(out)) == ["best", "last", "metrics.json"]  # no litter left
+    assert not [name for name in os.listdir(out) if name.startswith("last.")]  # the next save cleared any litter
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -104,7 +105,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_checkpoint(tmp_path, text_f
     code = main(["train", "gpt", "--text", text_file, "--out", out, *TINY_ARGS, "--max-iters", "30",
                  "--eval-interval", "1000", "--learning-rate", "1e6", "--min-lr", "1e6", "--warmup-iters", "0"])
     err = capsys.readouterr().err
-    assert code == 1 and "at step" in err and "nan" in err.lower()
+    assert code == 1 and re.search(r"loss became (nan|inf|-inf) at step [1-9]", err)
     last = os.path.join(out, "last")
     assert load_checkpoint(last).manifest["step"] == 0
     model = GPT.from_pretrained(last)

@@ -41,9 +41,10 @@ features_st = st.sampled_from([1, 2, 5, 16, 17, 31, 64, 65, 97, 128])
 
 # ----- row kernels --------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(data=st.data(), n=rows_st, f=features_st, affine=st.sampled_from(["both", "weight", "none"]))
-def test_layer_norm_matches_reference(dtype, data, n, f, affine):
-    x = draw_array(data, (n, f), dtype) + dtype(3)  # an offset mean makes the centring matter
+@given(data=st.data(), n=rows_st, f=features_st, affine=st.sampled_from(["both", "weight", "none"]),
+       offset=st.sampled_from([0.0, 3.0, 1000.0]))
+def test_layer_norm_matches_reference(dtype, data, n, f, affine, offset):
+    x = draw_array(data, (n, f), dtype) + dtype(offset)  # a large mean makes the centring matter
     w = draw_array(data, (f,), dtype) if affine != "none" else None
     b = draw_array(data, (f,), dtype) if affine == "both" else None
     y, mean, rstd = nb.layer_norm_forward(x, w, b, 1e-5)
@@ -62,10 +63,10 @@ def test_layer_norm_matches_reference(dtype, data, n, f, affine):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("log", [False, True])
-@given(data=st.data(), n=rows_st, f=features_st)
-def test_softmax_and_log_softmax_match_reference(dtype, log, data, n, f):
+@given(data=st.data(), n=rows_st, f=features_st, offset=st.sampled_from([0.0, -30.0, 1000.0]))
+def test_softmax_and_log_softmax_match_reference(dtype, log, data, n, f, offset):
     forward, backward = ("log_softmax_forward", "log_softmax_backward") if log else ("softmax_forward", "softmax_backward")
-    x = draw_array(data, (n, f), dtype, scale=5.0)
+    x = draw_array(data, (n, f), dtype, scale=5.0) + dtype(offset)  # the max is subtracted exactly
     y = getattr(nb, forward)(x)
     y_ref = getattr(ref, forward)(x)
     close(y, y_ref, dtype)

@@ -180,6 +180,21 @@ class Transformer(nn.Module):
         return self.ln_f(x)
 
 
+def init_gpt2_weights(module, n_layer):
+    """GPT-2's initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), zero biases."""
+    rng = generator()
+    residual_std = 0.02 / math.sqrt(2 * n_layer)
+    for name, p in module.named_parameters():
+        if name.endswith("c_proj.weight"):
+            p.data = rng.normal(0.0, residual_std, p.shape).astype(p.dtype)
+        elif p.ndim == 2:
+            p.data = rng.normal(0.0, 0.02, p.shape).astype(p.dtype)
+        elif name.endswith("bias"):
+            p.data = np.zeros(p.shape, p.dtype)
+        else:  # LayerNorm weights
+            p.data = np.ones(p.shape, p.dtype)
+
+
 class GPT(nn.Module):
     """A GPT language model: `logits, loss = model(input_ids, targets)`."""
 
@@ -189,21 +204,7 @@ class GPT(nn.Module):
         self.transformer = Transformer(config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self._init_weights()
-
-    def _init_weights(self):
-        """GPT-2's initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), zero biases."""
-        rng = generator()
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                p.data = rng.normal(0.0, residual_std, p.shape).astype(p.dtype)
-            elif p.ndim == 2:
-                p.data = rng.normal(0.0, 0.02, p.shape).astype(p.dtype)
-            elif name.endswith("bias"):
-                p.data = np.zeros(p.shape, p.dtype)
-            else:  # LayerNorm weights
-                p.data = np.ones(p.shape, p.dtype)
+        init_gpt2_weights(self, config.n_layer)
 
     @property
     def head_weight(self):

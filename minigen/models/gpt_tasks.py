@@ -13,7 +13,7 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..nn import functional as F
 from ..random import generator
-from .gpt import GPT, Transformer, load_gpt2_directory
+from .gpt import Transformer, init_gpt2_weights, load_gpt2_directory
 
 FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
 FIM_TOKENS = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
@@ -34,7 +34,7 @@ class GPTForSequenceClassification(nn.Module):
         self.config, self.num_labels, self.pad_token_id = config, int(num_labels), pad_token_id
         self.transformer = Transformer(config)
         self.score = nn.Linear(config.n_embd, self.num_labels, bias=False)
-        GPT._init_weights(self)
+        init_gpt2_weights(self, config.n_layer)
 
     @classmethod
     def from_gpt(cls, gpt, num_labels, pad_token_id=None):

@@ -294,9 +294,11 @@ def _add_train_args(p):
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "warmup_iters",
                  "lr_decay_iters", "eval_interval", "eval_iters", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time",
-                 "fim_rate"):
+    for name in ("dropout", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip", "max_time"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--fim-rate", type=float, default=d.fim_rate,
+                   help="fraction of training windows rearranged for fill-in-the-middle (PSM); adds the sentinel "
+                        "tokens to a new tokenizer")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=d.bias)
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")

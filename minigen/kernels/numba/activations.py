@@ -1,7 +1,8 @@
 """GELU forward and backward, exact (erf) and GPT-2's tanh form, on arrays of any shape.
 
-The tanh form is written with a sigmoid, 0.5 * (1 + tanh(u)) = sigmoid(2u), so one exp serves
-both the value and the derivative and nothing overflows.
+The tanh form is written with a sigmoid, 0.5 * (1 + tanh(u)) = sigmoid(2u): one exp per element
+gives the value, or the value and the derivative in backward, and nothing overflows. The erf form
+uses a vectorized erf in float32 and libm's in float64 (the reference calls math.erf per element).
 """
 import math
 
@@ -60,9 +61,8 @@ def gelu_forward(x, approximate):
     tanh_form = _check_approximate(approximate)
     if x.dtype not in FLOAT_DTYPES:
         return numpy_kernels.gelu_forward(x, approximate)
-    x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
-    _gelu_forward(x.reshape(-1), tanh_form, y.reshape(-1))
+    y = np.empty(x.shape, x.dtype)  # not ascontiguousarray's output: that turns a 0-d array into 1-d
+    _gelu_forward(np.ascontiguousarray(x).reshape(-1), tanh_form, y.reshape(-1))
     return y
 
 
@@ -71,9 +71,8 @@ def gelu_backward(dy, x, approximate):
     tanh_form = _check_approximate(approximate)
     if np.result_type(dy, x) not in FLOAT_DTYPES:
         return numpy_kernels.gelu_backward(dy, x, approximate)
-    x = np.ascontiguousarray(x)
-    dy = np.ascontiguousarray(np.broadcast_to(dy, x.shape), dtype=np.result_type(dy, x))
-    x = x.astype(dy.dtype, copy=False)
-    dx = np.empty_like(x)
-    _gelu_backward(dy.reshape(-1), x.reshape(-1), tanh_form, dx.reshape(-1))
+    dt = np.result_type(dy, x)
+    dx = np.empty(x.shape, dt)
+    flat_dy = np.ascontiguousarray(np.broadcast_to(dy, x.shape), dtype=dt).reshape(-1)
+    _gelu_backward(flat_dy, np.ascontiguousarray(x, dtype=dt).reshape(-1), tanh_form, dx.reshape(-1))
     return dx

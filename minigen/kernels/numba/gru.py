@@ -1,7 +1,7 @@
 """The gate arithmetic of one GRU step (gate order r, z, n as in PyTorch), forward and backward.
 
-The two GEMMs of a step stay in BLAS; what is left is a dozen elementwise passes in NumPy,
-here one loop over (batch, hidden) that writes each output once.
+The two GEMMs of a step stay in BLAS; what is left is a dozen elementwise passes in NumPy, here
+one vectorized pass per gate over each batch row, writing each output once.
 """
 import numpy as np
 from numba import njit

@@ -17,7 +17,7 @@ from .scalar import FASTMATH, fast_exp, max_of
 
 
 def _rows(x, dtype=None):
-    """x as a C-contiguous 2-D array of a float dtype (x's own unless given)."""
+    """x as a C-contiguous array of its own dtype, or of `dtype` when given."""
     return np.ascontiguousarray(x, dtype=dtype if dtype is not None else x.dtype)
 
 
@@ -107,10 +107,14 @@ def _softmax_forward(x, y, log):
         s = x.dtype.type(0)
         if log:
             for j in range(f):
-                s += fast_exp(row[j] - m)
-            shift = m + x.dtype.type(math.log(s))
+                shifted = row[j] - m
+                out[j] = shifted
+                s += fast_exp(shifted)
+            log_s = x.dtype.type(math.log(s))
+            # a second pass: in one expression 'reassoc' would turn (row - m) - log_s into
+            # row - (m + log_s), which loses log_s next to a large m
             for j in range(f):
-                out[j] = row[j] - shift
+                out[j] -= log_s
         else:
             for j in range(f):
                 e = fast_exp(row[j] - m)
