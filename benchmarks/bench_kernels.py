@@ -235,8 +235,12 @@ def startup_rows():
 def markdown(kernel_table, memory, parallel, startup):
     lines = ["# Kernel benchmark: NumPy reference vs Numba", "",
              f"numpy {np.__version__}, numba {__import__('numba').__version__}, {os.cpu_count()} CPUs, "
-             f"load average {os.getloadavg()[0]:.1f} at the end. Best of several runs, wall-clock, float32.", "",
-             "| kernel | shape | NumPy ms | Numba ms | speed-up |", "|---|---|---:|---:|---:|"]
+             f"load average {os.getloadavg()[0]:.1f} at the end. Best of several runs, wall-clock, float32.", ""]
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        lines += ["The machine was busy: OpenBLAS's threads then wait on each other, so NumPy times that involve "
+                  "matrix products (attention) can be many times too slow; run again on an idle machine, or "
+                  "with OPENBLAS_NUM_THREADS=1, for a fair ratio.", ""]
+    lines += ["| kernel | shape | NumPy ms | Numba ms | speed-up |", "|---|---|---:|---:|---:|"]
     for name, label, t_np, t_nb in kernel_table:
         lines.append(f"| {name} | {label} | {t_np * 1e3:.3f} | {t_nb * 1e3:.3f} | {t_np / t_nb:.2f}x |")
     losses = [f"{name} {label}" for name, label, t_np, t_nb in kernel_table if t_np < t_nb]

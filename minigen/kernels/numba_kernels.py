@@ -8,7 +8,8 @@ from numba import config as numba_config, set_num_threads as numba_set_num_threa
 from .numba import attention
 from .numba.activations import gelu_backward, gelu_forward
 from .numba.adam import adamw_amsgrad_update, adamw_update
-from .numba.attention import MASKED_SCORE, attention_backward, attention_forward
+from .numba.attention import attention_backward, attention_forward
+from .numba.attention_heads import MASKED_SCORE
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,

@@ -13,11 +13,11 @@ from numba import njit, prange
 
 from .. import numpy_kernels
 from . import FLOAT_DTYPES
-from .attention_heads import MASKED_SCORE, backward_head, decode_head, forward_head
+from .attention_heads import backward_head, decode_head, forward_head
 from .scalar import FASTMATH
 
 DECODE_MAX_ROWS = 8  # up to this many query rows the untiled path is faster (measured, float32)
-PARALLEL_MIN_WORK = 2 ** 25  # B*H*L*S*D under which waking other threads costs more than it saves
+PARALLEL_MIN_WORK = 2 ** 25  # B*H*L*S*D (about 1 ms of serial work) below which parallelism is not tried
 parallel_threads = 1  # set by numba_kernels.set_num_threads; 1 keeps every call serial
 
 
