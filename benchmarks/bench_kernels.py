@@ -2,8 +2,8 @@
 
     python benchmarks/bench_kernels.py [--markdown FILE] [--repeat 7] [--skip-large-attention]
 
-Times are the best of `--repeat` runs after one warm-up call (so compilation is excluded: it is reported
-separately), wall-clock, float32. "speed-up" is NumPy time / Numba time; the report lists every case
+Times are per call, the best of `--repeat` timings after one warm-up call (so compilation is excluded: it
+is reported separately), each timing long enough (about 2 ms) for microsecond kernels; wall-clock, float32. "speed-up" is NumPy time / Numba time; the report lists every case
 where NumPy was faster (a kernel should then hand that case to the reference).
 Attention peak memory (causal, B=8, H=8, d=64) is what tracemalloc sees during forward + backward:
 every NumPy allocation including the kernels' outputs, but not the Numba kernels' per-head tile
@@ -36,13 +36,17 @@ def randn(*shape, dtype=np.float32):
 
 
 def best_time(fn, repeat):
-    """Best wall-clock seconds of `repeat` calls after one warm-up call."""
+    """Best wall-clock seconds per call over `repeat` timings, after one warm-up call; each timing runs
+    enough calls to last about 2 ms, so that microsecond kernels are not lost in the timer's noise."""
+    start = time.perf_counter()
     fn()
+    number = max(1, min(10000, int(0.002 / max(time.perf_counter() - start, 1e-7))))
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
     return best
 
 

@@ -104,6 +104,8 @@ def gpt_batches(shape, count, text):
     rng = np.random.default_rng(0)
     data, vocab = text_tokens(text, rng)
     T, B = shape["block_size"], shape["batch_size"]
+    if len(data) <= T:
+        raise ValueError(f"--text {text!r} has {len(data)} characters; need more than block_size {T}")
     batches = []
     for _ in range(count):
         window = rng.integers(len(data) - T, size=B)[:, None] + np.arange(T)

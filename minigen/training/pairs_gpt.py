@@ -127,9 +127,21 @@ def pairs_loss(model, examples, pad_id, batch_size=128):
     return total / count
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _check_options(max_time, max_steps, n_eval, warmup, **positive_ints):
+    if max_time is None and max_steps is None:
+        raise ValueError("give max_time (seconds) or max_steps, or both; got neither")
+    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))
+                                 or not max_time > 0):
+        raise ValueError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
+    if max_steps is not None:
+        positive_ints["max_steps"] = max_steps
+    for name, value in positive_ints.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or n_eval < 0):
+        raise ValueError(f"n_eval must be None (the whole test split) or an int >= 0, got {n_eval!r}")
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
 
 
 def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=0, n_layer=2, n_head=4,
@@ -151,23 +163,12 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     metrics: parameters, steps, train_seconds, tokens_per_second (real input tokens fed), valid_loss,
     test_exact_match, test_exact_match_beam, decode_seconds, decode_tokens_per_second,
     decode_sequences_per_second (greedy), samples [source, output, reference], test_errors (the first
-    20 wrong greedy outputs) and history (one dict per validation: step, seconds, train_loss, valid_loss). With ``out``, the model (save_pretrained
-    layout), its tokenizer and metrics.json are written there, so ``minigen generate --checkpoint OUT
-    --prompt "March 3, 2021<sep>"`` completes a prompt.
+    20 wrong greedy outputs) and history (one dict per validation: step, seconds, train_loss, valid_loss).
+    With ``out``, the model (save_pretrained layout), its tokenizer and metrics.json are written there,
+    so ``minigen generate --checkpoint OUT --prompt "March 3, 2021<sep>"`` completes a prompt.
     """
-    if max_time is None and max_steps is None:
-        raise ValueError("give max_time (seconds) or max_steps, or both; got neither")
-    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))
-                                 or not max_time > 0):
-        raise ValueError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
-    if max_steps is not None:
-        _check_positive_int("max_steps", max_steps)
-    if n_eval is not None and (isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or n_eval < 0):
-        raise ValueError(f"n_eval must be None (the whole test split) or an int >= 0, got {n_eval!r}")
-    for name, value in (("batch_size", batch_size), ("eval_interval", eval_interval), ("num_beams", num_beams)):
-        _check_positive_int(name, value)
-    if not 0.0 <= warmup < 1.0:
-        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
+    _check_options(max_time, max_steps, n_eval, warmup, batch_size=batch_size, eval_interval=eval_interval,
+                   num_beams=num_beams)
     data = load_task(task, n_train=n_train, n_valid=n_valid, n_test=n_test, seed=seed, **(task_options or {}))
     if len(data.train) < batch_size:
         raise ValueError(f"batch_size {batch_size} is larger than the {len(data.train)} training pairs (n_train)")

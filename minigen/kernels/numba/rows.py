@@ -267,7 +267,10 @@ def cross_entropy_backward(logits, target, lse, row_scale, ignore_index, label_s
     dt = logits.dtype
     n, c = logits.shape
     target = _targets(target, ignore_index, c, "cross_entropy_backward")
+    row_scale = np.asarray(row_scale, dtype=dt)
+    if row_scale.shape != (n,):  # np.broadcast_to costs microseconds: only when needed
+        row_scale = np.broadcast_to(row_scale, (n,))
     grad = np.empty_like(logits)
-    _cross_entropy_backward(logits, target, _rows(lse, dt), _rows(np.broadcast_to(row_scale, (n,)), dt),
-                            int(ignore_index), float(label_smoothing), grad)
+    _cross_entropy_backward(logits, target, _rows(lse, dt), _rows(row_scale), int(ignore_index),
+                            float(label_smoothing), grad)
     return grad
