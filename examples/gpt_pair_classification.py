@@ -73,6 +73,7 @@ def main():
     parser.add_argument("--pretrain-iters", type=int, default=300)
     parser.add_argument("--finetune-steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     args = parser.parse_args()
 
     pretrained = load_model_dir(args.pretrained) if args.pretrained else os.path.join(args.out, "pretrain", "best")
@@ -93,7 +94,7 @@ def main():
     minigen.manual_seed(0)
     model = GPTForSequenceClassification.from_pretrained(pretrained, num_labels=2).train()
     print(f"test accuracy before fine-tuning: {accuracy(model, *test):.3f}")
-    optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    optimizer = AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
     for step in range(1, args.finetune_steps + 1):
         batch = rng.integers(0, len(train[0]), args.batch_size)
         _, loss = model(train[0][batch], attention_mask=train[1][batch], labels=train[2][batch])

@@ -107,11 +107,11 @@ def test_activations_match_numpy():
     x = np.linspace(-4, 4, 17)
     t = mg.tensor(x)
     np.testing.assert_allclose(nn.ReLU()(t).data, np.maximum(x, 0))
-    np.testing.assert_allclose(nn.Tanh()(t).data, np.tanh(x), rtol=1e-12)
-    np.testing.assert_allclose(nn.Sigmoid()(t).data, 1 / (1 + np.exp(-x)), rtol=1e-12)
-    np.testing.assert_allclose(nn.GELU()(t).data, 0.5 * x * (1 + erf(x / math.sqrt(2))), rtol=1e-12)
+    np.testing.assert_allclose(nn.Tanh()(t).data, np.tanh(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(nn.Sigmoid()(t).data, 1 / (1 + np.exp(-x)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(nn.GELU()(t).data, 0.5 * x * (1 + erf(x / math.sqrt(2))), rtol=1e-12, atol=1e-14)
     tanh_form = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-    np.testing.assert_allclose(nn.GELU("tanh")(t).data, tanh_form, rtol=1e-12)
+    np.testing.assert_allclose(nn.GELU("tanh")(t).data, tanh_form, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])

@@ -7,6 +7,8 @@
   trained as `<PRE> prefix <SUF> suffix <MID> middle`, so that at inference the model, given
   `<PRE> prefix <SUF> suffix <MID>`, writes the middle.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from .. import nn
@@ -39,7 +41,7 @@ class GPTForSequenceClassification(nn.Module):
     @classmethod
     def from_gpt(cls, gpt, num_labels, pad_token_id=None):
         """A classifier whose body is a copy of the GPT `gpt`'s (the head starts fresh)."""
-        model = cls(gpt.config, num_labels, pad_token_id)
+        model = cls(replace(gpt.config), num_labels, pad_token_id)
         model.transformer.load_state_dict(gpt.transformer.state_dict())
         return model
 
