@@ -25,6 +25,7 @@ KERNELS_SCRIPT = os.path.join(common.REPO, "benchmarks", "bench_kernels.py")
 KV_CACHE_SCRIPT = os.path.join(common.REPO, "benchmarks", "bench_generation.py")
 MODEL_CASES = tuple(STEPS)
 COLUMNS = {"minigen-numba": "minigen (Numba)", "minigen-numpy": "minigen (NumPy)", "torch": "PyTorch"}
+BUSY_LOAD = 0.5  # load average per core above which the report warns that the figures are unreliable
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINIGEN_NUM_THREADS")
 
 
@@ -35,7 +36,7 @@ def gpt_label(case):
 
 
 TITLES = {"gpt-small": "GPT small training, tokens/s", "gpt-medium": "GPT medium training, tokens/s",
-          "generate": "Greedy generation with KV cache, tokens/s", "seq2seq": "Seq2Seq training, target tokens/s"}
+          "generate": "Greedy generation with KV cache, tokens/s (PyTorch: transformers)", "seq2seq": "Seq2Seq training, target tokens/s"}
 
 
 def steps(case, quick, unit="step"):
@@ -193,16 +194,24 @@ def reported_threads(results):
     return found
 
 
-def report(args, sides, text, results, sections, problems, loads):
+def report(args, sides, text, results, sections, problems, run):
+    """The markdown report; `run` holds the command line, the start time and the load averages."""
+    loads = run["loads"]
     lines = ["# minigen benchmarks", ""]
     if args.quick:
         lines += ["**Quick run: tiny step counts, a smoke test of the tool; the figures mean nothing.**", ""]
+    cores = os.cpu_count() or 1
+    if loads[0] >= BUSY_LOAD * cores:  # the start only: by the end the benchmark's own processes count too
+        lines += [f"**The machine was busy (load average {loads[0]:.1f} on {cores} cores at the start): thread pools "
+                  "compete with other processes, which can slow any side down many times. These figures are not "
+                  "representative; re-run on a quiet machine (or compare with --threads 1).**", ""]
     lines += common.machine_lines(reported_threads(results))
     threads = f"{args.threads} per library (--threads)" if args.threads else "each library's default"
-    lines += [f"- Load average (1 min): {loads[0]:.1f} at the start, {loads[1]:.1f} at the end; threads: {threads}",
+    lines += [f"- Load average (1 min): {loads[0]:.1f} at the start, {loads[1]:.1f} at the end (the benchmark's own "
+              f"processes included); threads: {threads}",
               f"- Medians of {args.repeats} run(s) per side; every run is a fresh process and the sides take turns "
               f"({', '.join(sides)}, ...). Ratios are minigen / PyTorch throughput: above 1.00x minigen is faster.",
-              f"- {time.strftime('%Y-%m-%d %H:%M')}, `python -m benchmarks {' '.join(sys.argv[1:])}`", ""]
+              f"- Started {run['started']}: `python -m benchmarks {' '.join(run['argv'])}`", ""]
     if results:
         lines += ["## Throughput", "", *throughput_table(results, sides), "", *definitions(results, text, args.quick), ""]
     if "gpt-small" in results:
@@ -223,6 +232,7 @@ def report(args, sides, text, results, sections, problems, loads):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     cases = args.only or CASES
     sides = list(args.sides or SIDES)
@@ -232,7 +242,7 @@ def main(argv=None):
     if args.text and not os.path.isfile(args.text):
         parser.error(f"--text: no file at {args.text!r}")
     text = args.text or (DEFAULT_TEXT if os.path.isfile(DEFAULT_TEXT) else None)
-    loads = [os.getloadavg()[0]]
+    run = {"argv": argv, "started": time.strftime("%Y-%m-%d %H:%M"), "loads": [os.getloadavg()[0]]}
     results, sections, problems = {}, [], []
     if "minigen-numba" in sides and "gpt-small" in cases:
         prime_numba_cache(args)
@@ -246,8 +256,8 @@ def main(argv=None):
             body, problem = section(args)
             sections.append((title, body))
             problems += [problem] if problem else []
-    loads.append(os.getloadavg()[0])
-    markdown = report(args, sides, text, results, sections, problems, loads)
+    run["loads"].append(os.getloadavg()[0])
+    markdown = report(args, sides, text, results, sections, problems, run)
     print()
     print(markdown)
     if args.markdown:

@@ -152,7 +152,7 @@ def machine_lines(threads):
 
     def with_threads(text, key, default=None):
         count = threads.get(key, default)
-        return text if count is None else f"{text} ({count} threads)"
+        return text if count is None else f"{text} ({count} thread{'s' * (count != 1)})"
     cpu = f"{cpu_model()} (platform.processor(): {platform.processor() or 'n/a'})"
     details = [f"{os.cpu_count()} cores", simd, f"{memory:.1f} GiB" if memory else None]
     software = [with_threads(f"numpy {version('numpy')} with {blas}", "blas", parent_blas_threads)]

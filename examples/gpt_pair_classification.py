@@ -27,7 +27,7 @@ from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
 from minigen.training.gpt import GPTTrainConfig, load_model_dir, train_gpt  # noqa: E402
 
-HALF = 31  # tokens kept from each sentence: the end of A and the start of B, plus the separator
+HALF = 15  # tokens kept around the boundary: the end of A and the start of B (plus the separator)
 
 
 def sentences_of(text):

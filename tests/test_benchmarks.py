@@ -90,6 +90,14 @@ def test_minigen_bench_rejects_bad_options(argv, capsys):
     assert argv[-1] in capsys.readouterr().err
 
 
+def test_minigen_bench_runs_the_benchmarks_of_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --markdown path is the caller's, not the checkout's
+    args = bench_parser().parse_args(["bench", "--quick", "--only", "gpt-small", "--repeats", "1", "--sides",
+                                      "minigen-numpy", "--markdown", "report.md"])
+    assert bench.run(args) == 0
+    assert "| GPT small training, tokens/s | " in (tmp_path / "report.md").read_text()
+
+
 def test_minigen_bench_without_a_checkout_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "__file__", str(tmp_path / "site-packages" / "minigen" / "bench.py"))
     args = bench_parser().parse_args(["bench", "--quick"])
