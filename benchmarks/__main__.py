@@ -36,7 +36,8 @@ def gpt_label(case):
 
 
 TITLES = {"gpt-small": "GPT small training, tokens/s", "gpt-medium": "GPT medium training, tokens/s",
-          "generate": "Greedy generation with KV cache, tokens/s (PyTorch: transformers)", "seq2seq": "Seq2Seq training, target tokens/s"}
+          "generate": "Greedy generation with KV cache, tokens/s (PyTorch: transformers)",
+          "seq2seq": "Seq2Seq training, target tokens/s"}
 
 
 def steps(case, quick, unit="step"):
@@ -56,7 +57,8 @@ def definitions(cases, text, quick):
                           f"{steps('gpt-medium', quick)}.",
             "generate": f"- **Generation**: greedy, KV cache, batch 1, prompt {g['prompt']}; "
                         f"{steps('generate', quick, 'token')}; {g['n_layer']} layers, {g['n_head']} heads, width "
-                        f"{g['n_embd']}, block {g['block_size']}, vocabulary {g['vocab_size']}, with biases (as GPT-2). "
+                        f"{g['n_embd']}, block {g['block_size']}, vocabulary {g['vocab_size']}, with biases "
+                        "(as GPT-2). "
                         "minigen `GPT.generate` against transformers' `GPT2LMHeadModel.generate(do_sample=False, "
                         "use_cache=True)` of the same configuration (PyTorch column).",
             "seq2seq": "- **Seq2Seq**: `minigen train seq2seq` defaults on the dates task: bidirectional GRU encoder "
@@ -124,7 +126,8 @@ def run_script(path, argv, args, tidy):
 def kernel_section(args):
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "kernels.md")
-        argv = ["--markdown", path] + (["--repeat", "1", "--skip-large-attention", "--skip-startup"] if args.quick else [])
+        quick = ["--repeat", "1", "--skip-large-attention", "--skip-startup"] if args.quick else []
+        argv = ["--markdown", path, *quick]
 
         def tidy(stdout):
             with open(path) as f:  # its own report under this section's title: sub-headings one level down
@@ -213,7 +216,8 @@ def report(args, sides, text, results, sections, problems, run):
               f"({', '.join(sides)}, ...). Ratios are minigen / PyTorch throughput: above 1.00x minigen is faster.",
               f"- Started {run['started']}: `python -m benchmarks {' '.join(run['argv'])}`", ""]
     if results:
-        lines += ["## Throughput", "", *throughput_table(results, sides), "", *definitions(results, text, args.quick), ""]
+        lines += ["## Throughput", "", *throughput_table(results, sides), "",
+                  *definitions(results, text, args.quick), ""]
     if "gpt-small" in results:
         lines += ["## Start-up", "", *startup_table(results, sides), "",
                   "Import in a fresh interpreter (minigen's includes NumPy; Numba loads on the first kernel call). The "

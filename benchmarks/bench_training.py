@@ -208,7 +208,8 @@ def seq2seq_step_torch(torch, sizes):
     params = list(model.parameters())
 
     def step(batch):
-        src, lengths, tgt_in, tgt_out = (torch.from_numpy(batch[k]) for k in ("src", "src_lengths", "tgt_in", "tgt_out"))
+        src, lengths, tgt_in, tgt_out = (torch.from_numpy(batch[key])
+                                         for key in ("src", "src_lengths", "tgt_in", "tgt_out"))
         logits = model(src, lengths, tgt_in)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
                                                  ignore_index=-100)

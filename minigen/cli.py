@@ -14,7 +14,7 @@ import sys
 
 # (command, module) pairs; each module has `register(subparsers)` which adds parsers whose
 # `func` default runs the command and returns an exit code.
-COMMAND_MODULES = ["minigen.demo", "minigen.training.seq2seq", "minigen.training.gpt", "minigen.chat"]
+COMMAND_MODULES = ["minigen.demo", "minigen.training.seq2seq", "minigen.training.gpt", "minigen.chat", "minigen.bench"]
 
 
 def build_parser():
