@@ -106,17 +106,11 @@ def test_attention_mask_values_must_be_zero_or_one(family, mask, gpt, seq2seq):
         model.generate(SRC, attention_mask=np.array(mask), max_new_tokens=2)
 
 
-@defect("GPT.start_decoding accepts a prompt row whose attention_mask is all 0 and generates from nothing; "
-        "Seq2Seq raises 'source row 0 is empty' -- the GPT should raise ValueError likewise")
 def test_gpt_prompt_without_a_real_token_is_refused(gpt):
     with pytest.raises(ValueError, match="attention_mask|empty"):
         gpt.generate(np.array([[1, 2]]), attention_mask=np.array([[0, 0]]), max_new_tokens=2)
 
 
-@defect("GPT.start_decoding accepts right padding: the first new token is predicted at the last (padded) "
-        "position, so [[1, 2, 0]] with mask [[1, 1, 0]] continues differently from [[1, 2]] alone -- a silent "
-        "wrong answer (Hugging Face warns). It should raise ValueError naming attention_mask (left padding "
-        "required) or decode the row as if the padding were on the left")
 def test_gpt_right_padded_prompt_is_refused_or_decoded_as_alone(gpt):
     alone = gpt.generate(np.array([[1, 2]]), max_new_tokens=4)
     try:
