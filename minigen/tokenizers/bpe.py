@@ -4,7 +4,7 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from .char import check_special_tokens, check_vocab, id_table, lookup_ids, read_json, special_splitter
+from .char import VocabLookup, check_special_tokens, check_vocab, id_table, lookup_ids, read_json, special_splitter
 from .pretokenize import gpt2_pattern
 
 
@@ -38,7 +38,7 @@ def _to_symbols(word):
     return list(word.encode("utf-8").decode("latin-1").translate(BYTE_TO_CHAR))
 
 
-class ByteLevelBPETokenizer:
+class ByteLevelBPETokenizer(VocabLookup):
     """GPT-2's byte-level BPE.
 
     Text is split around special tokens (matched whole, longest first, never split), the rest is
@@ -136,29 +136,9 @@ class ByteLevelBPETokenizer:
         return cls(vocab, merges, special_tokens)
 
     @property
-    def vocab_size(self):
-        """Number of tokens, special tokens included (ids are 0..vocab_size-1)."""
-        return len(self._id_to_token)
-
-    def __len__(self):
-        return self.vocab_size
-
-    def get_vocab(self):
-        """A copy of the token -> id mapping."""
-        return dict(self._vocab)
-
-    @property
     def merges(self):
         """The merges in rank order, as (left, right) token pairs."""
         return list(self._ranks)
-
-    def token_to_id(self, token):
-        """The id of `token`, or None."""
-        return self._vocab.get(token)
-
-    def id_to_token(self, index):
-        """The token of id `index`, or None."""
-        return self._id_to_token[index] if 0 <= index < len(self._id_to_token) else None
 
     def encode(self, text):
         """Token ids of `text`."""

@@ -101,7 +101,31 @@ def special_splitter(special_tokens):
     return re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
 
 
-class CharTokenizer:
+class VocabLookup:
+    """What every tokenizer answers from its `_vocab` (token -> id) and `_id_to_token` (id -> token)."""
+
+    @property
+    def vocab_size(self):
+        """Number of tokens, special tokens included (ids are 0..vocab_size-1)."""
+        return len(self._id_to_token)
+
+    def __len__(self):
+        return self.vocab_size
+
+    def get_vocab(self):
+        """A copy of the token -> id mapping."""
+        return dict(self._vocab)
+
+    def token_to_id(self, token):
+        """The id of `token`, or None."""
+        return self._vocab.get(token)
+
+    def id_to_token(self, index):
+        """The token of id `index`, or None."""
+        return self._id_to_token[index] if 0 <= index < len(self._id_to_token) else None
+
+
+class CharTokenizer(VocabLookup):
     """One token per Unicode character (code point), plus optional special tokens.
 
     `from_text` gives the sorted distinct characters ids 0..n-1 (the same ids as nanoGPT's character
@@ -153,26 +177,6 @@ class CharTokenizer:
         if not tokens:
             raise ValueError("text: empty and no special tokens given, the vocabulary would be empty")
         return cls({t: i for i, t in enumerate(tokens)}, specials, unk_token)
-
-    @property
-    def vocab_size(self):
-        """Number of tokens (ids are 0..vocab_size-1)."""
-        return len(self._id_to_token)
-
-    def __len__(self):
-        return self.vocab_size
-
-    def get_vocab(self):
-        """A copy of the token -> id mapping."""
-        return dict(self._vocab)
-
-    def token_to_id(self, token):
-        """The id of `token`, or None."""
-        return self._vocab.get(token)
-
-    def id_to_token(self, index):
-        """The token of id `index`, or None."""
-        return self._id_to_token[index] if 0 <= index < len(self._id_to_token) else None
 
     def encode(self, text):
         """Token ids of `text` (special tokens matched whole, then one id per character)."""
