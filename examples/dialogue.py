@@ -1,7 +1,7 @@
 """Multi-turn dialogue: build a small synthetic dialogue set, train (or fine-tune) a GPT on it, then chat.
 
-    python examples/dialogue.py                                   # trains from scratch, 2000 steps
-    python examples/dialogue.py --init-from out-char-gpt          # fine-tunes a character GPT instead
+    python examples/dialogue.py                                   # from scratch: 2000 steps, ~2 minutes
+    python examples/dialogue.py --init-from DIR --out out-more     # fine-tunes the GPT checkpoint in DIR instead
     minigen chat --checkpoint out-dialogue                        # then chat yourself (lines on stdin)
 
 Every conversation greets, learns the user's name, does a little arithmetic, is asked for the name again

@@ -3,17 +3,24 @@
     python examples/gpt_pair_classification.py ../shared/data/tinyshakespeare.txt
     python examples/gpt_pair_classification.py ../shared/data/tinyshakespeare.txt --pretrained out-char-gpt
 
-1. Pre-training: `train_gpt` (what `minigen train gpt` runs) for a few hundred steps, unless --pretrained
-   names a checkpoint trained on the same text.
-2. Pairs from the same text, whose sentences are its non-empty lines (in a play: a speaker's name or a
-   line of verse): (line i, line i+1) is a positive pair, (line i, a random line) a negative one; each pair
-   is fed as `A \\n B`. The first 90% of the lines give training pairs, the rest test pairs.
+1. Pre-training: `train_gpt` (what `minigen train gpt` runs) for 1500 steps, unless --pretrained names a
+   checkpoint trained on the same text (e.g. the output directory of examples/train_char_gpt.py).
+2. Pairs from the same text: (sentence i, sentence i+1) is a positive pair, (sentence i, a random
+   sentence) a negative one; each pair is fed as `A \\n B` (the end of A and the start of B; newlines inside
+   sentences become spaces). The first 90% of the sentences give training pairs, the rest test pairs.
 3. Fine-tuning: GPTForSequenceClassification, the pre-trained GPT body plus a linear head on the last
    real token (Hugging Face's GPT2ForSequenceClassification), trained with cross-entropy; test accuracy
    is printed before and after (50% is chance).
+
+Within one play the task is hard for a small character model: a random sentence has the same style and
+topic as the true next one, and the surface cues are weak. Measured on tinyshakespeare: after 1500
+pre-training steps (validation loss 1.96), 1500 fine-tuning steps at lr 2e-4 reached 52.9% test accuracy
+(2,219 pairs); after only 300 pre-training steps, or at lr 1e-3, it stayed at chance. The classifier itself
+is checked against transformers' GPT2ForSequenceClassification in tests/test_gpt.py.
 """
 import argparse
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,11 +34,12 @@ from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
 from minigen.training.gpt import GPTTrainConfig, load_model_dir, train_gpt  # noqa: E402
 
-HALF = 15  # tokens kept around the boundary: the end of A and the start of B (plus the separator)
+HALF = 31  # tokens kept around the boundary: the end of A and the start of B (plus the separator)
 
 
 def sentences_of(text):
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    pieces = re.split(r"(?<=[.!?])\s+", text)
+    return [" ".join(p.split()) for p in pieces if 8 <= len(p) <= 200]
 
 
 def make_pairs(sentences, rng):
@@ -70,10 +78,10 @@ def main():
     parser.add_argument("text", help="a UTF-8 text file, e.g. ../shared/data/tinyshakespeare.txt")
     parser.add_argument("--out", default="out-pairs")
     parser.add_argument("--pretrained", default="", help="skip pre-training: a GPT checkpoint directory")
-    parser.add_argument("--pretrain-iters", type=int, default=300)
-    parser.add_argument("--finetune-steps", type=int, default=800)
+    parser.add_argument("--pretrain-iters", type=int, default=1500)
+    parser.add_argument("--finetune-steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
     args = parser.parse_args()
 
     pretrained = load_model_dir(args.pretrained) if args.pretrained else os.path.join(args.out, "pretrain", "best")
@@ -101,7 +109,7 @@ def main():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 100 == 0:
+        if step % 250 == 0:
             print(f"step {step}: loss {loss.item():.4f}")
     print(f"test accuracy after fine-tuning: {accuracy(model, *test):.3f}")
 
