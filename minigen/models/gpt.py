@@ -43,6 +43,10 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        for name in ("dropout", "layer_norm_epsilon"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+                raise TypeError(f"GPTConfig.{name} must be a number, got {type(value).__name__} {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
@@ -154,6 +158,21 @@ class Transformer(nn.Module):
             raise ValueError(f"{name} contains id {int(bad)} outside the vocabulary [0, {vocab})")
         return ids.astype(np.int64, copy=False)
 
+    def _check_position_ids(self, position_ids, B, T):
+        """position_ids as an int64 array of shape (B, T) or (1, T) with ids in [0, block_size)."""
+        pos = position_ids.data if isinstance(position_ids, Tensor) else np.asarray(position_ids)
+        if pos.dtype.kind not in "iu":
+            raise ValueError(f"position_ids must hold integer positions, got dtype {pos.dtype}")
+        if pos.ndim == 1:
+            pos = pos[None, :]
+        if pos.ndim != 2 or pos.shape[1] != T or pos.shape[0] not in (1, B):
+            raise ValueError(f"position_ids must have shape ({B}, {T}) or (1, {T}) like input_ids, got {pos.shape}")
+        block = self.config.block_size
+        if pos.size and (pos.min() < 0 or pos.max() >= block):
+            bad = pos[(pos < 0) | (pos >= block)][0]
+            raise ValueError(f"position_ids contains position {int(bad)} outside [0, block_size={block})")
+        return pos.astype(np.int64, copy=False)
+
     def forward(self, input_ids, position_ids=None, caches=None, attention_mask=None):
         """The final hidden states ln_f(x), (B, T, n_embd).
 
@@ -167,6 +186,8 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
         if position_ids is None:
             position_ids = np.arange(past, past + T)[None, :]
+        else:
+            position_ids = self._check_position_ids(position_ids, B, T)
         mask = None
         if attention_mask is not None:
             mask = np.asarray(attention_mask).astype(bool)
@@ -200,6 +221,9 @@ class GPT(nn.Module):
 
     def __init__(self, config):
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig, got config of type {type(config).__name__} "
+                            f"(use GPTConfig.from_dict for a dict)")
         self.config = config
         self.transformer = Transformer(config)
         if not config.tie_word_embeddings:

@@ -94,8 +94,12 @@ def read_text(path):
         raise ValueError("--text is required: a UTF-8 text file to train on")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--text: no such file {path!r}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--text {path!r} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                         f"expected a UTF-8 text file") from None
     if not text.strip():
         raise ValueError(f"--text: {path!r} is empty")
     return text
@@ -194,6 +198,12 @@ def train_gpt(cfg, log=print):
     Raises FloatingPointError naming the step when the loss stops being finite; last/ then still holds
     the last good checkpoint."""
     cfg.check()
+    # fail before the (possibly slow) model build, not at the first checkpoint save
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out!r} is an existing file; expected a directory (or a new path)")
+    if cfg.init_from and not os.path.isdir(cfg.init_from):
+        raise FileNotFoundError(f"--init-from: no such directory {cfg.init_from!r} (expected a model directory "
+                                f"or a training output directory)")
     from ..tokenizers import load_tokenizer
     last_dir, best_dir = os.path.join(cfg.out, "last"), os.path.join(cfg.out, "best")
     random.manual_seed(cfg.seed)
