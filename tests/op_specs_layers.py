@@ -137,17 +137,52 @@ def attention_composed(q, k, v, mask, causal, scale):
     return scores.softmax(dim=-1).masked_fill(blocked, 0.0) @ v
 
 
+@st.composite
+def packed_attention_cases(draw):
+    B, T, H, D = (draw(st.integers(1, 3)) for _ in range(4))
+    qkv = array(draw, (B, T, 3 * H * D))
+    return Case((qkv,), {"n_head": H, "scale": draw(st.none() | values(0.1, 2.0))})
+
+
+def _split_heads(qkv, n_head):
+    B, T, C3 = qkv.shape
+    D = C3 // (3 * n_head)
+    return qkv.reshape(B, T, 3, n_head, D).transpose(2, 0, 3, 1, 4)
+
+
+def _packed_attention(qkv, n_head, scale):
+    return Function.registry["PackedCausalSelfAttention"].apply(qkv, n_head, scale=scale)
+
+
+def _np_packed_attention(qkv, n_head, scale):
+    q, k, v = _split_heads(qkv, n_head)
+    out = np_attention(q, k, v, None, True, scale)
+    B, H, T, D = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+
+def packed_attention_composed(qkv, n_head, scale):
+    """Split the packed projection with primitive ops, then the composed attention."""
+    B, T, C3 = qkv.shape
+    heads = qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head)).permute(2, 0, 3, 1, 4)
+    out = attention_composed(heads[0], heads[1], heads[2], None, True, scale)
+    return out.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
 LAYER_OP_SPECS = {
     "Recurrence": OpSpec("Recurrence", recurrence_cases(), _recurrence, _np_recurrence),
     "ScaledDotProductAttention": OpSpec(
         "ScaledDotProductAttention", attention_cases(),
         lambda q, k, v, **kw: Function.registry["ScaledDotProductAttention"].apply(q, k, v, **kw),
         lambda q, k, v, mask, causal, scale: np_attention(q, k, v, mask, causal, scale)),
+    "PackedCausalSelfAttention": OpSpec("PackedCausalSelfAttention", packed_attention_cases(),
+                                        _packed_attention, _np_packed_attention),
 }
 
 LAYER_COMPOSITIONS = {
     "Recurrence": Composition(recurrence_composed),
     "ScaledDotProductAttention": Composition(attention_composed),
+    "PackedCausalSelfAttention": Composition(packed_attention_composed),
 }
 
 

@@ -74,3 +74,30 @@ class ScaledDotProductAttention(Function):
         grads = kernels.attention_backward(dout, self.q, self.k, self.v, self.out, self.lse, self.mask,
                                            self.causal, self.scale)
         return tuple(g.reshape(self.lead + g.shape[-2:]) for g in grads)
+
+
+class PackedCausalSelfAttention(Function):
+    """Causal self-attention straight from a packed projection: qkv (B, T, 3C) -> (B, T, C), C = n_head * D.
+
+    The same computation as splitting qkv into q, k, v, moving heads forward and calling
+    ScaledDotProductAttention(causal=True), but with one copy into the kernels' (B, H, T, D) layout
+    and one back, instead of a split, three index ops and three copies (and their backward)."""
+
+    def forward(self, qkv, n_head, scale=None):
+        B, T, C3 = qkv.shape
+        if C3 % (3 * n_head):
+            raise ValueError(f"packed attention: last dim {C3} is not 3 * n_head ({n_head}) * head size")
+        D = C3 // (3 * n_head)
+        self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+        heads = np.ascontiguousarray(qkv.reshape(B, T, 3, n_head, D).transpose(2, 0, 3, 1, 4))
+        self.q, self.k, self.v = heads[0], heads[1], heads[2]  # contiguous (B, H, T, D) views
+        self.out, self.lse = kernels.attention_forward(self.q, self.k, self.v, None, True, self.scale)
+        return np.ascontiguousarray(self.out.transpose(0, 2, 1, 3)).reshape(B, T, C3 // 3)
+
+    def backward(self, grad):
+        B, H, T, D = self.out.shape
+        dout = np.ascontiguousarray(grad.reshape(B, T, H, D).transpose(0, 2, 1, 3))
+        dheads = np.empty((3, B, H, T, D), dtype=self.q.dtype)
+        dheads[0], dheads[1], dheads[2] = kernels.attention_backward(dout, self.q, self.k, self.v, self.out,
+                                                                     self.lse, None, True, self.scale)
+        return dheads.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * H * D), None
