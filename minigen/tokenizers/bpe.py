@@ -1,9 +1,9 @@
 """GPT-2's byte-level BPE tokenizer: training, encoding, decoding, vocab.json + merges.txt files."""
 import heapq
-import json
 import os
 from collections import Counter, defaultdict
 
+from ..io.config import atomic_write, save_json
 from .char import VocabLookup, check_special_tokens, check_vocab, id_table, lookup_ids, read_json, special_splitter
 from .pretokenize import gpt2_pattern
 
@@ -182,18 +182,16 @@ class ByteLevelBPETokenizer(VocabLookup):
         GPT2Tokenizer reads, into `directory` (created if needed)."""
         os.makedirs(directory, exist_ok=True)
         vocab = dict(sorted(self._vocab.items(), key=lambda item: item[1]))
-        with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self._ranks))
+        save_json(vocab, os.path.join(directory, "vocab.json"))
+        merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self._ranks)
+        atomic_write(os.path.join(directory, "merges.txt"), lambda f: f.write(merges.encode("utf-8")))
         config = {"tokenizer_class": "GPT2Tokenizer", "add_prefix_space": False,
                   "additional_special_tokens": self.special_tokens,
                   "added_tokens_decoder": {str(self._vocab[t]): {"content": t, "special": True}
                                            for t in self.special_tokens}}
         if "<|endoftext|>" in self.special_tokens:  # GPT-2's convention
             config.update(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
-        with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump(config, f, ensure_ascii=False, indent=2)
+        save_json(config, os.path.join(directory, "tokenizer_config.json"))
 
     @classmethod
     def from_pretrained(cls, directory):

@@ -1,28 +1,18 @@
 """Character-level tokenizer, and the file and id checks shared with the BPE tokenizer."""
-import json
 import os
 import re
 
 import numpy as np
 
+from ..io.config import load_json, save_json
+
 
 def read_json(path):
-    """Parse a JSON file that may be untrusted; any defect becomes a ValueError naming the file."""
+    """A JSON object from a file that may be untrusted (io.config's strict reader): any defect is a
+    ValueError naming the file; a missing file is a FileNotFoundError naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
-
-    def reject_duplicates(pairs):
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            duplicate = next(k for k in keys if keys.count(k) > 1)
-            raise ValueError(f"duplicate key {duplicate!r}")
-        return dict(pairs)
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.loads(f.read(), object_pairs_hook=reject_duplicates)
-    except (ValueError, RecursionError) as err:  # RecursionError: deeply nested arrays or objects
-        raise ValueError(f"{path}: not valid JSON ({type(err).__name__}: {err})") from None
+    return load_json(path)
 
 
 def check_vocab(vocab, source):
@@ -222,9 +212,8 @@ class CharTokenizer(VocabLookup):
         vocab = dict(sorted(self._vocab.items(), key=lambda item: item[1]))
         config = {"tokenizer_class": "CharTokenizer", "special_tokens": self.special_tokens,
                   "unk_token": self.unk_token}
-        for name, content in (("vocab.json", vocab), ("tokenizer_config.json", config)):
-            with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
-                json.dump(content, f, ensure_ascii=False, indent=1)
+        save_json(vocab, os.path.join(directory, "vocab.json"))
+        save_json(config, os.path.join(directory, "tokenizer_config.json"))
 
     @classmethod
     def from_pretrained(cls, directory):
