@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
+from ..generation import check_attention_mask, generate
 from ..nn import functional as F
 from ..ops.attention import PackedCausalSelfAttention
 from ..random import generator
@@ -285,9 +286,8 @@ class GPT(nn.Module):
         ids = self.check_input_ids(input_ids)
         if ids.shape[1] > self.config.block_size and not crop_context:
             raise ValueError(f"input_ids has length {ids.shape[1]}, longer than block_size {self.config.block_size}")
-        mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
+        mask = check_attention_mask(attention_mask, ids.shape)
+        mask = np.ones(ids.shape, bool) if mask is None else mask
         if not mask[:, -1].all():
             # a right-padded prompt would continue after its padding: a silent wrong answer
             raise ValueError(f"attention_mask: rows {np.flatnonzero(~mask[:, -1]).tolist()} end with padding; a "
@@ -343,7 +343,6 @@ class GPT(nn.Module):
         recomputes the whole sequence at every step (the reference the KV cache is tested against).
         crop_context=True lets prompt + continuation outgrow block_size: each token is then predicted from
         the last block_size tokens, as nanoGPT samples (Hugging Face raises instead, as minigen does by default)."""
-        from ..generation import generate
         kwargs.setdefault("eos_token_id", self.config.eos_token_id)
         was_training = self.training
         self.eval()
