@@ -19,6 +19,7 @@ from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
 from ..ops.attention import PackedCausalSelfAttention
+from ..optim import adamw_param_groups  # noqa: F401  (re-exported: the GPT recipe's groups)
 from ..random import generator
 
 
@@ -402,9 +403,3 @@ class _Decoder:
     def reorder_state(self, state, index):
         return self.model.reorder_state(state, index)
 
-
-def adamw_param_groups(model, weight_decay):
-    """AdamW parameter groups: decay on weights of 2 or more dims only (not biases, LayerNorm, ...)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -22,9 +22,10 @@ from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import save_json
 from ..autograd import no_grad
 from ..kernels import get_backend
-from ..models.gpt import GPT, GPTConfig, adamw_param_groups
+from ..models.gpt import GPT, GPTConfig
+from ..optim import adamw_param_groups
 from ..models.gpt_tasks import FIM_TOKENS, fim_batch, fim_sentinel_ids
-from ..nn.utils import clip_grad_norm_
+from .step import optimization_step
 from .progress import Progress
 
 
@@ -268,21 +269,12 @@ def train_gpt(cfg, log=print):
             break
         lr = optim.lr_scheduler.get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters,
                                                      cfg.lr_decay_iters, cfg.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         x, y = random_text_batch(train_ids, cfg.block_size, cfg.batch_size, rng)
         if fim_ids is not None:
             x, y = fim_batch(x, y, fim_ids, rng, cfg.fim_rate)
         _, loss = model(x, y)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; the last good checkpoint "
-                                     f"in {last_dir} is intact (lower --learning-rate?)")
-        optimizer.zero_grad()
-        loss.backward()
-        if cfg.grad_clip > 0:
-            clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, step,
+                                       f"the last good checkpoint in {last_dir} is intact (lower --learning-rate?)")
         history["loss_history"].append(loss_value)
         step += 1
         progress.update(step - start_step, loss_value, x.size, lr=lr)

@@ -11,7 +11,6 @@ the prompts batched with left padding and an attention mask.
 """
 import io
 import json
-import math
 import os
 import time
 
@@ -20,8 +19,9 @@ import numpy as np
 from .. import kernels, optim, random
 from ..autograd import no_grad
 from ..data import IGNORE_INDEX, exact_match, load_task
-from ..models.gpt import GPT, GPTConfig, adamw_param_groups
-from ..nn.utils import clip_grad_norm_
+from ..models.gpt import GPT, GPTConfig
+from ..optim import adamw_param_groups
+from .step import optimization_step
 from ..tokenizers import CharTokenizer
 from .progress import Progress
 
@@ -204,21 +204,12 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
             break
         lr = optim.lr_scheduler.get_lr_warmup_cosine(int(fraction * SCHEDULE_TICKS), learning_rate,
                                                      int(warmup * SCHEDULE_TICKS), SCHEDULE_TICKS, min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         if not batches:
             batches = length_bucketed_batches(lengths, batch_size, rng)
         x, y = pairs_batch([train[i] for i in batches.pop()], eos)
         _, loss = model(x, y)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower learning_rate "
-                                     f"(now {learning_rate})")
-        optimizer.zero_grad()
-        loss.backward()
-        if grad_clip > 0:
-            clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        loss_value = optimization_step(optimizer, loss, lr, params, grad_clip, step,
+                                       f"lower learning_rate (now {learning_rate})")
         step += 1
         recent_losses.append(loss_value)
         # Tokens fed: the real input positions (eos only ever pads an input).

@@ -25,7 +25,7 @@ from ..data import Seq2SeqBatches, character_error_rate, exact_match, load_task,
 from ..io.config import save_json
 from ..kernels import get_backend
 from ..models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, Seq2SeqConfig
-from ..nn.utils import clip_grad_norm_
+from .step import optimization_step
 from .. import plots
 from .progress import Progress
 
@@ -172,10 +172,8 @@ def train_seq2seq(task="dates", out=None, max_time=300.0, seed=0, log=print, **o
                                   eos_id=data.tgt_vocab.eos_id), data.src_vocab, data.tgt_vocab)
     log(f"{cfg.task}: {len(data.train):,} train / {len(data.valid):,} valid / {len(data.test):,} test pairs; "
         f"Seq2Seq ({cfg.cell}, attention={cfg.attention}) with {model.num_parameters():,} parameters")
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    params = list(model.parameters())
+    optimizer = optim.AdamW(optim.adamw_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     batches = Seq2SeqBatches(data.train, data.src_vocab, data.tgt_vocab, batch_size=cfg.batch_size,
                              shuffle=True, seed=cfg.seed, bucket=True)
     best_dir = None if cfg.out is None else os.path.join(cfg.out, "best")
@@ -215,19 +213,10 @@ def train_seq2seq(task="dates", out=None, max_time=300.0, seed=0, log=print, **o
                 done = True
                 break
             lr = learning_rate(step, fraction, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             ratio = teacher_forcing_ratio(fraction, cfg)
             logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], teacher_forcing_ratio=ratio)
             loss = model.loss(logits, batch["tgt_out"])
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --learning-rate")
-            optimizer.zero_grad()
-            loss.backward()
-            if cfg.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, step, "lower --learning-rate")
             step += 1
             recent_losses.append(loss_value)
             tokens = int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum())
