@@ -7,15 +7,20 @@
 import os
 import sys
 
-# Small models make many small matrix products, for which OpenBLAS's thread pool costs more than it
-# gains and, on a busy 2-core machine, stalls (measured: a small-GPT step 63 ms with one thread, 206 ms
-# with two). So BLAS gets MINIGEN_NUM_THREADS threads (default 1) unless the user set its own variable;
-# this only takes effect when minigen is imported before NumPy.
-if "numpy" not in sys.modules:
-    for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, os.environ.get("MINIGEN_NUM_THREADS", "1"))
+# MINIGEN_NUM_THREADS=N caps every thread pool minigen uses: NumPy's BLAS and the Numba kernels. BLAS reads
+# its variable once, when NumPy loads it, so this only takes effect when minigen is imported before NumPy;
+# the variables are removed again afterwards so that child processes (a PyTorch baseline, say) keep their
+# own defaults. Unset, every library uses all available cores, as PyTorch does.
+_blas_vars = ()
+if "numpy" not in sys.modules and os.environ.get("MINIGEN_NUM_THREADS", "").strip():
+    _blas_vars = [v for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if v not in os.environ]
+    for _var in _blas_vars:
+        os.environ[_var] = os.environ["MINIGEN_NUM_THREADS"].strip()
 
 import numpy as np  # noqa: E402
+
+for _var in _blas_vars:
+    del os.environ[_var]
 
 from .autograd import Function, Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from . import ops

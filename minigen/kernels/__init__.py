@@ -9,8 +9,8 @@ Choosing and tuning the backend:
 - `set_backend('numpy' | 'numba')` and `get_backend()`.
 - MINIGEN_BACKEND=numpy|numba (read at import; default numba).
 - MINIGEN_NUM_THREADS=N: let kernels use N threads (sets NUMBA_NUM_THREADS too if Numba is not
-  imported yet). Unset, or 1, every kernel is serial: on a 2-core machine parallel kernels fought
-  OpenBLAS's threads and lost. With N > 1, attention runs large calls over (batch, head) in parallel.
+  imported yet; `minigen/__init__.py` gives BLAS the same number). Unset, Numba's pool has one thread
+  per core, as PyTorch's does; attention then runs large calls over (batch, head) in parallel.
 - NUMBA_CACHE_DIR: where compiled kernels are cached. By default Numba writes next to the kernels'
   sources; when that directory is read-only, ~/.cache/minigen/numba (or a temporary directory) is used,
   so every start after the first loads the kernels instead of compiling them.
@@ -89,8 +89,7 @@ def _load_numba():
     try:
         _prepare_numba_environment()
         from . import numba_kernels
-        if _threads is not None:
-            numba_kernels.set_num_threads(_threads)
+        numba_kernels.set_num_threads(_threads or numba_kernels.numba_config.NUMBA_NUM_THREADS)
     except Exception as e:  # Numba missing, or a Numba/llvmlite/NumPy mismatch: stay correct on NumPy
         _numba_error = e
         warnings.warn(f"minigen: the Numba backend is unavailable ({type(e).__name__}: {e}); "

@@ -23,7 +23,8 @@ __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_ba
 
 def set_num_threads(n):
     """Use n threads (at most NUMBA_NUM_THREADS) where a kernel can: attention runs large calls' (batch, head)
-    pairs in parallel when n > 1. The default, 1, keeps every kernel serial, leaving the cores to OpenBLAS."""
+    pairs in parallel when n > 1; n = 1 keeps every kernel serial. minigen starts with MINIGEN_NUM_THREADS, or
+    one thread per core when it is unset."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     numba_set_num_threads(min(n, numba_config.NUMBA_NUM_THREADS))
