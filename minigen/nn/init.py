@@ -50,7 +50,7 @@ def _calculate_fan_in_and_fan_out(tensor):
     """(fan_in, fan_out): dim 1 and dim 0 times the receptive field (the product of dims 2 and up)."""
     if tensor.ndim < 2:
         raise ValueError(f"fan in and fan out need a tensor with at least 2 dimensions, got shape {tensor.shape}")
-    receptive = int(np.prod(tensor.shape[2:]))
+    receptive = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
 

@@ -1,6 +1,8 @@
 """Fused ops with hand-written backward: softmax, log_softmax, cross_entropy, layer_norm, embedding.
 
 Each works on 2-D (rows, features) arrays and calls a kernel, so the NumPy and Numba backends share them."""
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -85,7 +87,7 @@ class LayerNorm(Function):
     """Normalise over the trailing `n` dims, then scale and shift (weight, bias optional)."""
 
     def forward(self, x, weight=None, bias=None, eps=1e-5, n=1):
-        feat = int(np.prod(x.shape[x.ndim - n:]))
+        feat = math.prod(x.shape[x.ndim - n:])
         self.x_shape = x.shape
         self.x = np.ascontiguousarray(x).reshape(-1, feat)
         self.weight = None if weight is None else weight.reshape(-1)

@@ -1,4 +1,6 @@
 """Reductions over axes: sum, mean, var, amax."""
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -36,7 +38,7 @@ class Sum(Function):
 class Mean(Function):
     def forward(self, a, dim=None, keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, normalize_axes(dim, a.ndim), keepdim
-        self.count = max(1, int(np.prod([a.shape[i] for i in self.axes])))
+        self.count = max(1, math.prod([a.shape[i] for i in self.axes]))
         return np.asarray(a.mean(axis=self.axes, keepdims=keepdim))
 
     def backward(self, grad):
@@ -48,7 +50,7 @@ class Var(Function):
 
     def forward(self, a, dim=None, keepdim=False, correction=1):
         self.shape, self.axes, self.keepdim = a.shape, normalize_axes(dim, a.ndim), keepdim
-        n = int(np.prod([a.shape[i] for i in self.axes]))
+        n = math.prod([a.shape[i] for i in self.axes])
         self.denom = max(n - correction, 0)
         self.centered = a - a.mean(axis=self.axes, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -38,7 +38,7 @@ class Permute(Function):
         if sorted(dims) != list(range(a.ndim)):
             raise ValueError(f"permute: dims {dims} repeat a dimension; expected a permutation of "
                              f"{tuple(range(a.ndim))}")
-        self.inverse = tuple(np.argsort(dims))
+        self.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
         return a.transpose(dims)
 
     def backward(self, grad):
