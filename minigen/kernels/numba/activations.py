@@ -1,8 +1,9 @@
 """GELU forward and backward, exact (erf) and GPT-2's tanh form, on arrays of any shape.
 
-The tanh form is written with a sigmoid, 0.5 * (1 + tanh(u)) = sigmoid(2u): one exp per element
-gives the value, or the value and the derivative in backward, and nothing overflows. The erf form
-uses a vectorized erf in float32 and libm's in float64 (the reference calls math.erf per element).
+The tanh form is written with a sigmoid, 0.5 * (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u)), with
+-2u = x * (k1 + k2 * x^2): one exp and one division per element give the value, or the value and the
+derivative in backward; nothing overflows (exp(-2u) = inf gives sigmoid 0). The erf form uses a
+vectorized erf in float32 and libm's in float64 (the reference calls math.erf per element).
 """
 import math
 
@@ -11,22 +12,23 @@ from numba import njit
 
 from .. import numpy_kernels
 from . import FLOAT_DTYPES
-from .scalar import FASTMATH, fast_erf, fast_exp, fast_sigmoid
+from .scalar import FASTMATH, fast_erf, fast_exp
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+GELU_CUBIC = 0.044715
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _gelu_forward(x, tanh_form, y):
     dt = x.dtype.type
-    half, one, a = dt(0.5), dt(1.0), dt(0.044715)
-    two_c, inv_sqrt2 = dt(2.0 * SQRT_2_OVER_PI), dt(INV_SQRT_2)
+    half, one, inv_sqrt2 = dt(0.5), dt(1.0), dt(INV_SQRT_2)
+    k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)  # -2u = x (k1 + k2 x^2)
     if tanh_form:
         for i in range(x.size):
             v = x[i]
-            y[i] = v * fast_sigmoid(two_c * (v + a * v * v * v))
+            y[i] = v / (one + fast_exp(v * (k1 + k2 * v * v)))
     else:
         for i in range(x.size):
             v = x[i]
@@ -36,13 +38,16 @@ def _gelu_forward(x, tanh_form, y):
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _gelu_backward(dy, x, tanh_form, dx):
     dt = x.dtype.type
-    half, one, a3 = dt(0.5), dt(1.0), dt(3 * 0.044715)
-    a, two_c, inv_sqrt2, inv_sqrt_2pi = dt(0.044715), dt(2.0 * SQRT_2_OVER_PI), dt(INV_SQRT_2), dt(INV_SQRT_2PI)
+    half, one, inv_sqrt2, inv_sqrt_2pi = dt(0.5), dt(1.0), dt(INV_SQRT_2), dt(INV_SQRT_2PI)
+    k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)
+    k3, k4 = dt(2.0 * SQRT_2_OVER_PI), dt(2.0 * SQRT_2_OVER_PI * 3.0 * GELU_CUBIC)  # d(2u)/dx = k3 + k4 x^2
     if tanh_form:
         for i in range(x.size):
             v = x[i]
-            s = fast_sigmoid(two_c * (v + a * v * v * v))
-            dx[i] = dy[i] * (s + v * s * (one - s) * two_c * (one + a3 * v * v))
+            v2 = v * v
+            s = one / (one + fast_exp(v * (k1 + k2 * v2)))
+            # d/dx [x sigmoid(2u)] = s + x s (1 - s) d(2u)/dx
+            dx[i] = dy[i] * s * (one + v * (k3 + k4 * v2) * (one - s))
     else:
         for i in range(x.size):
             v = x[i]
@@ -67,12 +72,14 @@ def gelu_forward(x, approximate):
 
 
 def gelu_backward(dy, x, approximate):
-    """dy times the derivative of GELU at x."""
+    """dy times the derivative of GELU at x, in x's dtype like the reference."""
     tanh_form = _check_approximate(approximate)
-    if np.result_type(dy, x) not in FLOAT_DTYPES:
-        return numpy_kernels.gelu_backward(dy, x, approximate)
     dt = np.result_type(dy, x)
+    if dt not in FLOAT_DTYPES:
+        return numpy_kernels.gelu_backward(dy, x, approximate)
     dx = np.empty(x.shape, dt)
-    flat_dy = np.ascontiguousarray(np.broadcast_to(dy, x.shape), dtype=dt).reshape(-1)
+    if np.shape(dy) != x.shape:  # np.broadcast_to costs microseconds: only when needed
+        dy = np.broadcast_to(dy, x.shape)
+    flat_dy = np.ascontiguousarray(dy, dtype=dt).reshape(-1)
     _gelu_backward(flat_dy, np.ascontiguousarray(x, dtype=dt).reshape(-1), tanh_form, dx.reshape(-1))
-    return dx
+    return dx.astype(x.dtype, copy=False)

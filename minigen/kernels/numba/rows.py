@@ -3,8 +3,9 @@
 NumPy spends most of these in temporaries (x - mean, exp, the division...). Here each row is read
 two or three times from L1 and written once. The public functions are thin wrappers with the
 reference signatures: they make inputs contiguous, fix one dtype and allocate outputs, so each @njit
-core compiles only for float32 and float64. Accumulators have the input's dtype (`row.dtype.type(0)`):
-a float64 literal would silently promote a float32 loop.
+core compiles only for float32 and float64. Accumulators have the input's dtype (`row.dtype.type(0)`)
+and means multiply by `dtype(1 / f)`: a float64 literal, or a division by the integer f, would silently
+promote a float32 loop to float64.
 """
 import math
 
@@ -25,18 +26,19 @@ def _rows(x, dtype=None):
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
     n, f = x.shape
-    zero = x.dtype.type(0)
+    dt = x.dtype.type
+    inv_f = dt(1.0 / f)  # `/ f` would make a float64: the row loops would then run in float64
     for i in range(n):
         row = x[i]
-        s = zero
+        s = dt(0)
         for j in range(f):
             s += row[j]
-        m = s / f
-        ss = zero
-        for j in range(f):
+        m = s * inv_f
+        ss = dt(0)
+        for j in range(f):  # a second pass: the centred sum of squares keeps its precision for any mean
             d = row[j] - m
             ss += d * d
-        r = x.dtype.type(1.0 / math.sqrt(ss / f + eps))
+        r = dt(1.0 / math.sqrt(ss * inv_f + eps))
         out = y[i]
         for j in range(f):
             out[j] = (row[j] - m) * r * weight[j] + bias[j]
@@ -60,13 +62,14 @@ def layer_norm_forward(x, weight, bias, eps):
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
     n, f = x.shape
-    zero = x.dtype.type(0)
-    dw[:] = zero
-    db[:] = zero
+    dt = x.dtype.type
+    inv_f = dt(1.0 / f)
+    dw[:] = dt(0)
+    db[:] = dt(0)
     for i in range(n):
         g_row, x_row, m, r = dy[i], x[i], mean[i], rstd[i]
-        sum_g = zero
-        sum_gx = zero
+        sum_g = dt(0)
+        sum_gx = dt(0)
         for j in range(f):
             xhat = (x_row[j] - m) * r
             g = g_row[j] * weight[j]
@@ -74,8 +77,8 @@ def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
             sum_gx += g * xhat
             dw[j] += g_row[j] * xhat
             db[j] += g_row[j]
-        mean_g = sum_g / f
-        mean_gx = sum_gx / f
+        mean_g = sum_g * inv_f
+        mean_gx = sum_gx * inv_f
         out = dx[i]
         for j in range(f):
             xhat = (x_row[j] - m) * r
