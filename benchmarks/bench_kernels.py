@@ -6,10 +6,11 @@ Times are per call, the best of `--repeat` timings after one warm-up call (so co
 is reported separately), each timing long enough (about 2 ms) for microsecond kernels; wall-clock, float32. "speed-up" is NumPy time / Numba time; the report lists every case
 where NumPy was faster (a kernel should then hand that case to the reference).
 Attention peak memory (causal, B=8, H=8, d=64) is what tracemalloc sees during forward + backward:
-every NumPy allocation including the kernels' outputs, but not the Numba kernels' per-head tile
-buffers (tens of KB, allocated by Numba's runtime).
-"serial vs prange" times attention forward + backward with (batch, head) pairs run serially (the
-default) and in parallel (what MINIGEN_NUM_THREADS > 1 enables for large calls), forced at every size.
+every NumPy allocation including the kernels' outputs, but not the Numba kernels' scratch buffers
+(O(T·d) per thread, allocated by Numba's runtime).
+"serial vs prange" times attention forward + backward with (batch, head) pairs run on one thread and
+in parallel (what more than one thread enables for calls above attention.PARALLEL_MIN_WORK), forced at
+every size.
 The last table times `import minigen` and the first call of every kernel in fresh interpreters.
 """
 import argparse
@@ -96,7 +97,7 @@ def elementwise_cases():
 
 def attention_cases(large):
     shapes = [(1, 4, 1, 64, 32, "decode, cache 64"), (1, 4, 1, 512, 32, "decode, cache 512"),
-              (12, 4, 64, 64, 32, "small GPT"), (4, 6, 256, 256, 64, "medium GPT")]
+              (12, 4, 64, 64, 32, "small GPT"), (8, 6, 256, 256, 64, "medium GPT")]
     for B, H, L, S, D, what in shapes:
         q, k, v = randn(B, H, L, D), randn(B, H, S, D), randn(B, H, S, D)
         out, lse = ref.attention_forward(q, k, v, None, True, D ** -0.5)
@@ -153,7 +154,7 @@ def parallel_rows(large, repeat):
     """(label, serial seconds, parallel seconds) for attention forward + backward."""
     import numba
     from minigen.kernels.numba import attention
-    shapes = [(12, 4, 64, 32), (4, 6, 256, 64)] + ([(8, 8, 1024, 64)] if large else [])
+    shapes = [(12, 4, 64, 32), (8, 6, 256, 64)] + ([(8, 8, 1024, 64)] if large else [])
     threads = numba.config.NUMBA_NUM_THREADS
     saved = attention.parallel_threads, attention.PARALLEL_MIN_WORK, numba.get_num_threads()
     rows = []

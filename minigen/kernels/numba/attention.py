@@ -4,58 +4,79 @@ The reference materializes the (B, H, L, S) scores several times over (4·B·H·
 kernels in `attention_heads.py` keep only tiles of them, so memory is O(B·H·L·D). A decoding step (a
 few query rows against a KV cache) has no reuse to tile for and takes an untiled path.
 
-(batch, head) pairs run one after another: on a 2-core machine whose cores also serve OpenBLAS, a
-parallel loop lost (see benchmarks/bench_kernels.py). With MINIGEN_NUM_THREADS > 1 (see
-`minigen.kernels`) large calls run the pairs in parallel with prange instead.
+The (batch, head) pairs of a call are cut into chunks, one per thread, and each chunk allocates its
+scratch buffers once and runs its pairs in order. With one thread (`parallel_threads`, set by
+`numba_kernels.set_num_threads`) there is one chunk and no parallel region; with more, calls of at
+least PARALLEL_MIN_WORK run the chunks with prange. A pair's results do not depend on its chunk (the
+scratch buffers' leftovers never reach an output), so serial and parallel calls give the same bits.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import numpy_kernels
 from . import FLOAT_DTYPES
-from .attention_heads import backward_head, decode_head, forward_head
+from .attention_heads import backward_head, backward_scratch, decode_head, decode_scratch, forward_head, \
+    forward_scratch
 from .scalar import FASTMATH
 
-DECODE_MAX_ROWS = 8  # up to this many query rows the untiled path is faster (measured, float32)
-PARALLEL_MIN_WORK = 2 ** 25  # B*H*L*S*D (about 1 ms of serial work) below which parallelism is not tried
+DECODE_MAX_ROWS = 6  # up to this many query rows the untiled path is faster (float32: 4 rows, and not 8)
+# B*H*L*S*D below which a call stays serial: on 2 threads, prange gained nothing at 2**15 (about 10 us of
+# work), 1.25x at 2**17 and 1.5x from 2**18 up (B=12, H=4, T=64, d=32 is 2**22.6: 2x)
+PARALLEL_MIN_WORK = 2 ** 17
 parallel_threads = 1  # set by numba_kernels.set_num_threads; 1 keeps every call serial
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, first, stop):
+    """(batch, head) pairs first .. stop - 1, in order, sharing one set of scratch buffers."""
+    H = q.shape[1]
+    if q.shape[2] <= DECODE_MAX_ROWS:
+        few = decode_scratch(q, v)
+        for bh in range(first, stop):
+            b, h = bh // H, bh % H
+            decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h], few)
+    else:
+        scratch = forward_scratch(q, v)
+        for bh in range(first, stop):
+            b, h = bh // H, bh % H
+            forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h],
+                         scratch)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
-    B, H, L = q.shape[0], q.shape[1], q.shape[2]
-    for bh in range(B * H):
-        b, h = bh // H, bh % H
-        if L <= DECODE_MAX_ROWS:
-            decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
-        else:
-            forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
+    _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, 0, q.shape[0] * q.shape[1])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _attention_forward_parallel(q, k, v, mask, has_mask, causal, scale, out, lse):
-    B, H = q.shape[0], q.shape[1]
-    for bh in prange(B * H):
+def _attention_forward_parallel(q, k, v, mask, has_mask, causal, scale, out, lse, chunks):
+    n = q.shape[0] * q.shape[1]
+    for c in prange(chunks):  # one chunk of pairs, and one set of scratch buffers, per thread
+        _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _backward_heads(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv, first, stop):
+    """(batch, head) pairs first .. stop - 1, in order, sharing one set of scratch buffers."""
+    H = q.shape[1]
+    scratch = backward_scratch(q, k, v)
+    for bh in range(first, stop):
         b, h = bh // H, bh % H
-        forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h])
+        backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
+                      scale, dq[b, h], dk[b, h], dv[b, h], scratch)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
-    B, H = q.shape[0], q.shape[1]
-    for bh in range(B * H):
-        b, h = bh // H, bh % H
-        backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
-                       scale, dq[b, h], dk[b, h], dv[b, h])
+    _backward_heads(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv, 0, q.shape[0] * q.shape[1])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _attention_backward_parallel(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
-    B, H = q.shape[0], q.shape[1]
-    for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        backward_head(dout[b, h], q[b, h], k[b, h], v[b, h], out[b, h], lse[b, h], mask[b, h], has_mask, causal,
-                       scale, dq[b, h], dk[b, h], dv[b, h])
+def _attention_backward_parallel(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv, chunks):
+    n = q.shape[0] * q.shape[1]
+    for c in prange(chunks):
+        _backward_heads(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv, c * n // chunks,
+                        (c + 1) * n // chunks)
 
 
 def _parallel(B, H, L, S, D):
@@ -84,8 +105,11 @@ def attention_forward(q, k, v, mask, causal, scale):
     (q, k, v), mask, has_mask = _prepare((q, k, v), mask, (B, H, L, S))
     out = np.empty((B, H, L, Dv), q.dtype)
     lse = np.empty((B, H, L), q.dtype)
-    run = _attention_forward_parallel if _parallel(B, H, L, S, D) else _attention_forward
-    run(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
+    if _parallel(B, H, L, S, D):
+        _attention_forward_parallel(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse,
+                                    min(B * H, parallel_threads))
+    else:
+        _attention_forward(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
     return out, lse
 
 
@@ -97,6 +121,9 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     S = k.shape[-2]
     (dout, q, k, v, out, lse), mask, has_mask = _prepare((dout, q, k, v, out, lse), mask, (B, H, L, S))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    run = _attention_backward_parallel if _parallel(B, H, L, S, D) else _attention_backward
-    run(dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
+    args = (dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
+    if _parallel(B, H, L, S, D):
+        _attention_backward_parallel(*args, min(B * H, parallel_threads))
+    else:
+        _attention_backward(*args)
     return dq, dk, dv
