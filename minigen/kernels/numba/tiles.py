@@ -116,48 +116,57 @@ def _emit_block(context, builder, signature, args, vectors, transposed, accumula
 _set1, _set2 = _block(1, False, False), _block(2, False, False)
 _add1, _add2 = _block(1, False, True), _block(2, False, True)
 _add1_t, _add2_t = _block(1, True, True), _block(2, True, True)
+SET, ADD, ADD_T = 0, 1, 2  # the products: out = a @ b, out += a @ b, out += a.T @ b
+
+
+@njit(inline="always")
+def _run_block(mode, wide, out, om, on, a, am, ak, b, bk, count):
+    """One register block of the product `mode`, two vectors of columns wide or one."""
+    if mode == SET and wide:
+        _set2(out, om, on, a, am, ak, b, bk, count)
+    elif mode == SET:
+        _set1(out, om, on, a, am, ak, b, bk, count)
+    elif mode == ADD and wide:
+        _add2(out, om, on, a, am, ak, b, bk, count)
+    elif mode == ADD:
+        _add1(out, om, on, a, am, ak, b, bk, count)
+    elif wide:
+        _add2_t(out, om, on, a, am, ak, b, bk, count)
+    else:
+        _add1_t(out, om, on, a, am, ak, b, bk, count)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def set_product(out, om, a, am, ak, b, bk, rows, count, cols):
-    """out[om:om + rows, :cols] = a[am:am + rows, ak:ak + count] @ b[bk:bk + count, :cols].
-
-    rows is a multiple of ROWS, cols of lanes(out); all three arrays 2-D C-contiguous, indices unchecked."""
+def _product(mode, out, om, a, am, ak, b, bk, rows, count, cols):
     step = lanes(out)
     pairs = cols - cols % (2 * step)
     for n in range(0, pairs, 2 * step):  # columns outside, so that b's column panel stays in L1 cache
         for m in range(0, rows, ROWS):
-            _set2(out, om + m, n, a, am + m, ak, b, bk, count)
+            _run_block(mode, True, out, om + m, n, a, am + m, ak, b, bk, count)
     if pairs < cols:
         for m in range(0, rows, ROWS):
-            _set1(out, om + m, pairs, a, am + m, ak, b, bk, count)
+            _run_block(mode, False, out, om + m, pairs, a, am + m, ak, b, bk, count)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(inline="always")
+def set_product(out, om, a, am, ak, b, bk, rows, count, cols):
+    """out[om:om + rows, :cols] = a[am:am + rows, ak:ak + count] @ b[bk:bk + count, :cols].
+
+    rows is a multiple of ROWS, cols of lanes(out); all three arrays 2-D C-contiguous, indices unchecked."""
+    _product(SET, out, om, a, am, ak, b, bk, rows, count, cols)
+
+
+@njit(inline="always")
 def add_product(out, om, a, am, ak, b, bk, rows, count, cols):
     """out[om:om + rows, :cols] += a[am:am + rows, ak:ak + count] @ b[bk:bk + count, :cols] (as set_product)."""
-    step = lanes(out)
-    pairs = cols - cols % (2 * step)
-    for n in range(0, pairs, 2 * step):
-        for m in range(0, rows, ROWS):
-            _add2(out, om + m, n, a, am + m, ak, b, bk, count)
-    if pairs < cols:
-        for m in range(0, rows, ROWS):
-            _add1(out, om + m, pairs, a, am + m, ak, b, bk, count)
+    _product(ADD, out, om, a, am, ak, b, bk, rows, count, cols)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(inline="always")
 def add_product_t(out, om, a, am, ak, b, bk, rows, count, cols):
     """out[om:om + rows, :cols] += a[ak:ak + count, am:am + rows].T @ b[bk:bk + count, :cols] (as set_product):
     the transposed operand needs no copy."""
-    step = lanes(out)
-    pairs = cols - cols % (2 * step)
-    for n in range(0, pairs, 2 * step):
-        for m in range(0, rows, ROWS):
-            _add2_t(out, om + m, n, a, am + m, ak, b, bk, count)
-    if pairs < cols:
-        for m in range(0, rows, ROWS):
-            _add1_t(out, om + m, pairs, a, am + m, ak, b, bk, count)
+    _product(ADD_T, out, om, a, am, ak, b, bk, rows, count, cols)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
