@@ -11,6 +11,8 @@ Choosing and tuning the backend:
 - MINIGEN_NUM_THREADS=N: let kernels use N threads (sets NUMBA_NUM_THREADS too if Numba is not
   imported yet; `minigen/__init__.py` gives BLAS the same number). Unset, Numba's pool has one thread
   per core, as PyTorch's does; attention then runs large calls over (batch, head) in parallel.
+- NUMBA_CPU_FEATURES: unset, minigen sets it on AVX-512 CPUs to the host's features with 512-bit vectors
+  allowed (see `_wide_vector_features`); set it yourself to compile for another target.
 - NUMBA_CACHE_DIR: where compiled kernels are cached. By default Numba writes next to the kernels'
   sources; when that directory is read-only, ~/.cache/minigen/numba (or a temporary directory) is used,
   so every start after the first loads the kernels instead of compiling them.
