@@ -14,7 +14,7 @@ from minigen import kernels
 from minigen.kernels import numpy_kernels as ref
 
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
-from minigen.kernels.numba import attention as nb_attention  # noqa: E402  (after the skip)
+from minigen.kernels.numba import attention as nb_attention, attention_heads as nb_heads  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -126,13 +126,50 @@ def test_gelu_matches_reference(dtype, approximate, data, shape):
 
 
 def test_gelu_handles_extreme_and_strided_inputs():
-    x = np.array([-1e4, -30.0, -8.0, 0.0, 8.0, 30.0, 1e4], np.float32)
+    x = np.array([-np.inf, -1e4, -30.0, -8.0, 0.0, 8.0, 30.0, 1e4, np.inf, np.nan], np.float32)
+    dy = np.ones_like(x)
     for approximate in ("none", "tanh"):
-        np.testing.assert_allclose(nb.gelu_forward(x, approximate), ref.gelu_forward(x, approximate), atol=1e-6)
+        with np.errstate(invalid="ignore", over="ignore"):  # the reference meets inf * 0 and inf - inf
+            want, want_grad = ref.gelu_forward(x, approximate), ref.gelu_backward(dy, x, approximate)
+        # NaN where the reference has NaN (NaN inputs propagate), equal elsewhere
+        np.testing.assert_allclose(nb.gelu_forward(x, approximate), want, atol=1e-6)
+        np.testing.assert_allclose(nb.gelu_backward(dy, x, approximate), want_grad, atol=1e-6)
         strided = np.arange(12.0).reshape(3, 4).T - 5.0  # a transposed (non-contiguous) view
         close(nb.gelu_forward(strided, approximate), ref.gelu_forward(strided, approximate), np.float64)
+        small = strided.astype(np.float32)  # a float64 or broadcast dy still gives x's dtype
+        for wide_dy in (np.ones(small.shape), np.float64(2.0)):
+            close(nb.gelu_backward(wide_dy, small, approximate), ref.gelu_backward(wide_dy, small, approximate),
+                  np.float32)
     with pytest.raises(ValueError, match="approximate"):
         nb.gelu_forward(x, "exact")
+
+
+def test_fast_exp_sigmoid_and_tanh_match_numpy_and_keep_its_edges():
+    from numba import njit
+    from minigen.kernels.numba.scalar import FASTMATH, fast_exp, fast_sigmoid, fast_tanh
+
+    @njit(fastmath=FASTMATH, error_model="numpy")
+    def apply(x, y):
+        for i in range(x.size):
+            y[0, i], y[1, i], y[2, i] = fast_exp(x[i]), fast_sigmoid(x[i]), fast_tanh(x[i])
+
+    def run(x):
+        y = np.empty((3, x.size), x.dtype)
+        apply(x, y)
+        return y
+
+    # the documented accuracy of exp: 1e-7 relative in float32, 3e-14 in float64, up to where it overflows
+    for dtype, lo, hi, rtol in ((np.float32, -87.3, 88.3, 1e-7), (np.float64, -708.0, 709.4, 3e-14)):
+        x = np.concatenate([np.linspace(lo, hi, 100_003), np.linspace(-1.0, 1.0, 10_001)]).astype(dtype)
+        exp, sigmoid, tanh = run(x)
+        np.testing.assert_allclose(exp, np.exp(x.astype(np.float64)), rtol=rtol, atol=0)
+        np.testing.assert_allclose(sigmoid, 1.0 / (1.0 + np.exp(-x.astype(np.float64))), rtol=2 * rtol, atol=0)
+        np.testing.assert_allclose(tanh, np.tanh(x), rtol=2 * rtol, atol=3 * rtol)  # 2 s - 1 is absolute near 0
+        edges = np.array([-np.inf, -1e30, -1000.0, -0.0, 0.0, 1000.0, 1e30, np.inf, np.nan], dtype)
+        exp, sigmoid, tanh = run(edges)
+        np.testing.assert_array_equal(exp, [0, 0, 0, 1, 1, np.inf, np.inf, np.inf, np.nan])
+        np.testing.assert_array_equal(sigmoid, [0, 0, 0, 0.5, 0.5, 1, 1, 1, np.nan])
+        np.testing.assert_array_equal(tanh, [-1, -1, -1, 0, 0, 1, 1, 1, np.nan])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -198,11 +235,15 @@ def test_adamw_update_on_a_non_contiguous_parameter_updates_it_in_place():
 # ----- attention ----------------------------------------------------------------------------------
 @st.composite
 def attention_case(draw):
-    """Shapes around the tile size, L != S, causal or not, and masks of several broadcast shapes."""
+    """Shapes around every size the kernels switch at: the decoding path's row count, register blocks of
+    4 or 8 rows, vectors of 8 or 16 elements (one or two of them per block: 16, 17, 33), query and key
+    tiles (one tile, several, a last partial one); L != S, causal or not, and masks of several broadcast
+    shapes."""
+    decode, tile_q, tile_k = nb_attention.DECODE_MAX_ROWS, nb_heads.TILE_Q, nb_heads.TILE_K
     B, H = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    L = draw(st.sampled_from([1, 2, 5, 13, 64, 67, 130]))
-    S = draw(st.sampled_from([L, 1, 3, 17, 64, 65, 131]))
-    D, Dv = draw(st.sampled_from([1, 4, 7, 16])), draw(st.sampled_from([1, 5, 16]))
+    L = draw(st.sampled_from([1, 2, 5, decode, decode + 1, 13, tile_q, tile_q + 3, 2 * tile_q + 2]))
+    S = draw(st.sampled_from([L, 1, 3, 17, 64, 65, tile_k, tile_k + 3, 2 * tile_k + 1]))
+    D, Dv = draw(st.sampled_from([1, 4, 7, 16, 17])), draw(st.sampled_from([1, 5, 16, 33]))
     causal = draw(st.booleans())
     mask_shape = draw(st.sampled_from([None, (B, H, L, S), (B, 1, L, S), (1, 1, 1, S), (L, S)]))
     return B, H, L, S, D, Dv, causal, mask_shape
@@ -272,10 +313,10 @@ def test_attention_decode_step_equals_the_tiled_path(dtype):
 
 
 def test_attention_parallel_path_equals_the_serial_one(monkeypatch):
-    """With threads asked for, large calls run (batch, head) pairs with prange: the same numbers (up to
-    the last bit: the parallel loop is compiled separately), and the same bits on every run."""
+    """With threads asked for, calls run chunks of (batch, head) pairs with prange: every pair is computed by
+    the same code as in the serial loop, so the results are the same bits."""
     rng = np.random.default_rng(3)
-    q, k, v, dout = (rng.standard_normal((3, 1, 37, 8)).astype(np.float32) for _ in range(4))
+    q, k, v, dout = (rng.standard_normal((3, 3, 37, 8)).astype(np.float32) for _ in range(4))
     mask = rng.random((3, 1, 37, 37)) < 0.2
 
     def run():
@@ -284,10 +325,51 @@ def test_attention_parallel_path_equals_the_serial_one(monkeypatch):
     serial = run()
     monkeypatch.setattr(nb_attention, "parallel_threads", 2)
     monkeypatch.setattr(nb_attention, "PARALLEL_MIN_WORK", 0)
-    parallel, again = run(), run()
-    for a, b, c in zip(serial, parallel, again):
-        close(b, a, np.float32)
-        np.testing.assert_array_equal(b, c)
+    parallel = run()
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_heads_sharing_scratch_buffers_stay_independent(dtype):
+    """Heads reuse one set of padded scratch buffers: a NaN or inf in one head's keys and values must not
+    reach the next heads' results, which equal those of each head computed alone."""
+    rng = np.random.default_rng(4)
+    q, k, v, dout = (rng.standard_normal((1, 3, 21, 7)).astype(dtype) for _ in range(4))
+    k[0, 0], v[0, 0] = np.nan, np.inf
+    out, lse = nb.attention_forward(q, k, v, None, True, 0.4)
+    grads = nb.attention_backward(dout, q, k, v, out, lse, None, True, 0.4)
+    for h in (1, 2):
+        alone = nb.attention_forward(q[:, h:h + 1], k[:, h:h + 1], v[:, h:h + 1], None, True, 0.4)
+        np.testing.assert_array_equal(out[:, h:h + 1], alone[0])
+        np.testing.assert_array_equal(lse[:, h:h + 1], alone[1])
+        alone_grads = nb.attention_backward(dout[:, h:h + 1], q[:, h:h + 1], k[:, h:h + 1], v[:, h:h + 1],
+                                            alone[0], alone[1], None, True, 0.4)
+        for got, want in zip(grads, alone_grads):
+            np.testing.assert_array_equal(got[:, h:h + 1], want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_products_match_numpy(dtype):
+    """The register-blocked products of the attention kernels, at offsets, over one and two vectors of columns."""
+    from minigen.kernels.numba import tiles
+    rng = np.random.default_rng(5)
+    w = tiles.VECTOR_BYTES // np.dtype(dtype).itemsize
+    out = rng.standard_normal((20, 3 * w)).astype(dtype)
+    a, a_t, b = (rng.standard_normal(shape).astype(dtype) for shape in ((20, 13), (13, 20), (15, 3 * w)))
+    got = out.copy()
+    tiles.set_product(got, 4, a, 8, 2, b, 3, 8, 9, 3 * w)
+    want = out.copy()
+    want[4:12] = a[8:16, 2:11] @ b[3:12]
+    close(got, want, dtype)
+    got, want = out.copy(), out.copy()
+    tiles.add_product(got, 4, a, 8, 2, b, 3, 8, 9, 3 * w)
+    want[4:12] += a[8:16, 2:11] @ b[3:12]
+    close(got, want, dtype)
+    got, want = out.copy(), out.copy()
+    tiles.add_product_t(got, 4, a_t, 8, 2, b, 3, 8, 9, 2 * w)
+    want[4:12, :2 * w] += a_t[2:11, 8:16].T @ b[3:12, :2 * w]
+    close(got, want, dtype)
 
 
 def test_set_num_threads_validates_and_switches_attention_to_parallel(monkeypatch):
@@ -375,6 +457,14 @@ def test_environment_selects_backend_and_threads():
     bad = subprocess.run([sys.executable, "-c", "import minigen"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": ROOT, "MINIGEN_BACKEND": "gpu"})
     assert bad.returncode != 0 and "MINIGEN_BACKEND" in bad.stderr
+
+
+def test_thread_setting_reaches_blas_but_not_child_processes():
+    code = ("import os, minigen, minigen.kernels as k; from minigen.kernels.numba import attention; k.get_backend(); "
+            "print(attention.parallel_threads, os.environ.get('OPENBLAS_NUM_THREADS'))")
+    assert run_python(code, MINIGEN_NUM_THREADS="1").split() == ["1", "None"]
+    default = run_python(code).split()
+    assert default == [str(int(run_python("import numba; print(numba.config.NUMBA_NUM_THREADS)"))), "None"]
 
 
 def test_missing_numba_falls_back_to_numpy_with_one_warning():

@@ -20,9 +20,12 @@ from .attention_heads import backward_head, backward_scratch, decode_head, decod
 from .scalar import FASTMATH
 
 DECODE_MAX_ROWS = 6  # up to this many query rows the untiled path is faster (float32: 4 rows, and not 8)
-# B*H*L*S*D below which a call stays serial: on 2 threads, prange gained nothing at 2**15 (about 10 us of
-# work), 1.25x at 2**17 and 1.5x from 2**18 up (B=12, H=4, T=64, d=32 is 2**22.6: 2x)
-PARALLEL_MIN_WORK = 2 ** 17
+# B*H*L*S*D below which a call stays serial. Alone, prange on 2 threads gains 1.25x at 2**17 and 2x at the
+# small GPT's 2**22.6. Inside a training step it lost: right after a matrix product OpenBLAS's thread still
+# spins, and Numba's OpenMP threads spin after each parallel region, so the two pools fight for the cores
+# (small GPT: 26,000 tokens/s serial, 12,000 with parallel attention; medium GPT, 2**27.6: 2,717 against
+# 2,607). Only calls beyond the models' (T = 1024: 2**32) are split.
+PARALLEL_MIN_WORK = 2 ** 28
 parallel_threads = 1  # set by numba_kernels.set_num_threads; 1 keeps every call serial
 
 
