@@ -467,6 +467,13 @@ def test_thread_setting_reaches_blas_but_not_child_processes():
     assert default == [str(int(run_python("import numba; print(numba.config.NUMBA_NUM_THREADS)"))), "None"]
 
 
+def test_a_chosen_compile_target_is_left_alone():
+    code = "import minigen.kernels as k; k.get_backend(); import numba; print(numba.config.CPU_FEATURES or '-')"
+    # NUMBA_CPU_FEATURES="" hides what this process may have set: the child decides afresh
+    assert "prefer-256-bit" not in run_python(code, NUMBA_CPU_FEATURES="", NUMBA_CPU_NAME="generic")
+    assert "prefer-256-bit" not in run_python(code, NUMBA_CPU_FEATURES="+sse2")
+
+
 def test_missing_numba_falls_back_to_numpy_with_one_warning():
     code = """
 import sys, warnings

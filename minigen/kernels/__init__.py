@@ -11,8 +11,9 @@ Choosing and tuning the backend:
 - MINIGEN_NUM_THREADS=N: let kernels use N threads (sets NUMBA_NUM_THREADS too if Numba is not
   imported yet; `minigen/__init__.py` gives BLAS the same number). Unset, Numba's pool has one thread
   per core, as PyTorch's does; attention then runs large calls over (batch, head) in parallel.
-- NUMBA_CPU_FEATURES: unset, minigen sets it on AVX-512 CPUs to the host's features with 512-bit vectors
-  allowed (see `_wide_vector_features`); set it yourself to compile for another target.
+- NUMBA_CPU_FEATURES: when neither it nor NUMBA_CPU_NAME is set, minigen sets it on AVX-512 CPUs to the
+  host's features with 512-bit vectors allowed (see `_wide_vector_features`); set either yourself to
+  compile for another target.
 - NUMBA_CACHE_DIR: where compiled kernels are cached. By default Numba writes next to the kernels'
   sources; when that directory is read-only, ~/.cache/minigen/numba (or a temporary directory) is used,
   so every start after the first loads the kernels instead of compiling them.
@@ -81,7 +82,8 @@ def _prepare_numba_environment():
                     sys.modules["numba"].config.CACHE_DIR = path
     if _threads is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_NUM_THREADS"):
         os.environ["NUMBA_NUM_THREADS"] = str(_threads)
-    if "numba" not in sys.modules and not os.environ.get("NUMBA_CPU_FEATURES"):
+    own_target = os.environ.get("NUMBA_CPU_FEATURES") or os.environ.get("NUMBA_CPU_NAME")
+    if "numba" not in sys.modules and not own_target:
         os.environ.update(_wide_vector_features())
 
 
@@ -90,7 +92,7 @@ def _wide_vector_features():
 
     LLVM's tuning for these CPUs prefers 256-bit vectors (older ones slowed their clock for 512-bit code);
     the elementwise and row kernels measured faster with 512 (a small-GPT training step: 8%). A user's own
-    NUMBA_CPU_FEATURES wins."""
+    NUMBA_CPU_FEATURES or NUMBA_CPU_NAME (say, `generic` for a portable cache) wins."""
     from llvmlite import binding
     features = binding.get_host_cpu_features()
     if not features.get("avx512f"):
