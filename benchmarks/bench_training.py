@@ -113,23 +113,29 @@ def gpt_batches(shape, count, text):
     return batches, vocab
 
 
+def update(loss, optimizer, params, clip_grad_norm_):
+    """The update every training case times, on either framework: clear the gradients, backward, clip at
+    GRAD_CLIP, step; returns the loss as a float."""
+    optimizer.zero_grad()
+    loss.backward()
+    clip_grad_norm_(params, GRAD_CLIP)
+    optimizer.step()
+    return loss.item()
+
+
 def gpt_step_minigen(mg, shape, vocab):
-    from minigen.models.gpt import GPT, GPTConfig, adamw_param_groups
+    from minigen.models.gpt import GPT, GPTConfig
     from minigen.nn.utils import clip_grad_norm_
     mg.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab, block_size=shape["block_size"], n_layer=shape["n_layer"],
                           n_head=shape["n_head"], n_embd=shape["n_embd"], dropout=0.0, bias=False))
-    optimizer = mg.optim.AdamW(adamw_param_groups(model, GPT_OPTIM["weight_decay"]), lr=GPT_OPTIM["learning_rate"],
-                               betas=GPT_OPTIM["betas"])
+    optimizer = mg.optim.AdamW(mg.optim.adamw_param_groups(model, GPT_OPTIM["weight_decay"]),
+                               lr=GPT_OPTIM["learning_rate"], betas=GPT_OPTIM["betas"])
     params = list(model.parameters())
 
     def step(batch):
         _, loss = model(*batch)
-        optimizer.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        return loss.item()
+        return update(loss, optimizer, params, clip_grad_norm_)
     return step
 
 
@@ -143,11 +149,7 @@ def gpt_step_torch(torch, shape, vocab):
 
     def step(batch):
         _, loss = model(*(torch.from_numpy(a) for a in batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        return loss.item()
+        return update(loss, optimizer, params, torch.nn.utils.clip_grad_norm_)
     return step
 
 
@@ -185,18 +187,13 @@ def seq2seq_step_minigen(mg, sizes, data):
     config = Seq2SeqConfig(**sizes, bos_id=data.tgt_vocab.bos_id, eos_id=data.tgt_vocab.eos_id)
     model = Seq2Seq(config, data.src_vocab, data.tgt_vocab)
     params = list(model.parameters())
-    optimizer = mg.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": SEQ2SEQ["weight_decay"]},
-                                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+    optimizer = mg.optim.AdamW(mg.optim.adamw_param_groups(model, SEQ2SEQ["weight_decay"]),
                                lr=SEQ2SEQ["learning_rate"])
 
     def step(batch):
         logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
         loss = model.loss(logits, batch["tgt_out"])
-        optimizer.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        return loss.item()
+        return update(loss, optimizer, params, clip_grad_norm_)
     return step
 
 
@@ -213,11 +210,7 @@ def seq2seq_step_torch(torch, sizes):
         logits = model(src, lengths, tgt_in)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
                                                  ignore_index=-100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        return loss.item()
+        return update(loss, optimizer, params, torch.nn.utils.clip_grad_norm_)
     return step
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import minigen
-from minigen.models.gpt import GPT, GPTConfig, adamw_param_groups
-from minigen.optim import AdamW
+from minigen.models.gpt import GPT, GPTConfig
+from minigen.optim import AdamW, adamw_param_groups
 
 VOCAB, BLOCK, LAYERS, HEADS, WIDTH = 37, 24, 2, 4, 16
 

@@ -19,7 +19,6 @@ from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
 from ..ops.attention import PackedCausalSelfAttention
-from ..optim import adamw_param_groups  # noqa: F401  (re-exported: the GPT recipe's groups)
 from ..random import generator
 
 

@@ -4,8 +4,6 @@ Random draws come from minigen's global generator (see `minigen.manual_seed`) un
 Generator is passed as `generator`."""
 import math
 
-import numpy as np
-
 from ..autograd import Tensor
 from .. import random
 
