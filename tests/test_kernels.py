@@ -2,6 +2,7 @@
 
 Shapes are drawn by Hypothesis to hit sizes 1, primes and non-multiples of the attention tile;
 float32 tolerances allow for fast-math reassociation, float64 ones are tight."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from minigen import kernels
 from minigen.kernels import numpy_kernels as ref
 
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
-from minigen.kernels.numba import attention as nb_attention, attention_heads as nb_heads  # noqa: E402
+import minigen.kernels.numba as nb_package  # noqa: E402
+from minigen.kernels.numba import activations as nb_activations, attention as nb_attention, \
+    attention_heads as nb_heads, blas as nb_blas, rows as nb_rows  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -312,22 +315,91 @@ def test_attention_decode_step_equals_the_tiled_path(dtype):
     close(step_lse, full_lse[:, :, -1:], dtype)
 
 
-def test_attention_parallel_path_equals_the_serial_one(monkeypatch):
-    """With threads asked for, calls run chunks of (batch, head) pairs with prange: every pair is computed by
-    the same code as in the serial loop, so the results are the same bits."""
+@contextlib.contextmanager
+def split_calls(threads):
+    """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""
+    settings = [(nb_package, "threads", threads), (nb_attention, "PARALLEL_MIN_WORK", 0),
+                (nb_activations, "PARALLEL_MIN_SIZE", 0), (nb_rows, "PARALLEL_MIN_SIZE", 0),
+                (nb_blas, "SPLIT_MIN_WORK", 0)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
+    try:
+        for module, name, value in settings:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def test_parallel_paths_equal_the_serial_ones():
+    """With threads, attention runs chunks of (batch, head) pairs, GELU spans of elements, LayerNorm spans of
+    rows (and of features for its parameter gradients) with prange: every value is computed by the same code
+    in the same order as in the serial loop, so the results are the same bits."""
     rng = np.random.default_rng(3)
     q, k, v, dout = (rng.standard_normal((3, 3, 37, 8)).astype(np.float32) for _ in range(4))
     mask = rng.random((3, 1, 37, 37)) < 0.2
+    x, dy = rng.standard_normal((2, 67, 97)).astype(np.float32)
+    w, b = rng.standard_normal((2, 97)).astype(np.float32)
 
     def run():
         out, lse = nb.attention_forward(q, k, v, mask, True, 0.3)
-        return (out, lse) + nb.attention_backward(dout, q, k, v, out, lse, mask, True, 0.3)
+        y, mean, rstd = nb.layer_norm_forward(x, w, b, 1e-5)
+        return ((out, lse) + nb.attention_backward(dout, q, k, v, out, lse, mask, True, 0.3)
+                + (y, mean, rstd) + nb.layer_norm_backward(dy, x, w, mean, rstd)
+                + tuple(nb.gelu_forward(x, a) for a in ("tanh", "none"))
+                + tuple(nb.gelu_backward(dy, x, a) for a in ("tanh", "none")))
     serial = run()
-    monkeypatch.setattr(nb_attention, "parallel_threads", 2)
-    monkeypatch.setattr(nb_attention, "PARALLEL_MIN_WORK", 0)
-    parallel = run()
+    with split_calls(2):
+        parallel = run()
+    assert len(serial) == len(parallel) == 15
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(b, a)
+
+
+# ----- matrix products split across threads ----------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), m=st.sampled_from([1, 2, 7, 16, 67, 128]), k=st.sampled_from([1, 3, 64, 97]),
+       n=st.sampled_from([1, 5, 17, 128, 131]), transpose_a=st.booleans(), transpose_b=st.booleans())
+@settings(max_examples=30)
+def test_gemm_matches_reference_serial_and_split(dtype, data, m, k, n, transpose_a, transpose_b):
+    a = draw_array(data, (k, m) if transpose_a else (m, k), dtype)
+    b = draw_array(data, (n, k) if transpose_b else (k, n), dtype)
+    want = ref.gemm(a, b, transpose_a, transpose_b)
+    close(nb.gemm(a, b, transpose_a, transpose_b), want, dtype, scale=10)
+    for threads in (2, 3):
+        with split_calls(threads):
+            close(nb.gemm(a, b, transpose_a, transpose_b), want, dtype, scale=10)
+
+
+@split_calls(2)
+def test_gemm_splits_rows_or_columns_and_handles_views():
+    """Tall products split their rows, a single row its columns; views and other dtypes still work."""
+    rng = np.random.default_rng(8)
+    wide = rng.standard_normal((3, 200)).astype(np.float32)
+    tall = rng.standard_normal((200, 3)).astype(np.float32)
+    for a, b in ((tall, wide), (wide[:1], wide.T), (tall[::2], wide[:, ::3]), (tall.T, tall)):
+        close(nb.gemm(a, b, False, False), a @ b, np.float32, scale=10)
+    ints = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(nb.gemm(ints, ints, False, True), ints @ ints.T)
+    mixed = nb.gemm(tall.astype(np.float64), wide, False, False)
+    assert mixed.dtype == np.float64
+    with pytest.raises(ValueError):
+        nb.gemm(tall, tall, False, False)
+
+
+@pytest.mark.skipif(not nb_blas.available(), reason="NumPy's BLAS is not an OpenBLAS minigen can call")
+def test_blas_runs_on_one_thread_only_while_products_are_split(restore_backend):
+    """Under the Numba backend with several threads BLAS is held at one thread; the NumPy backend, or one
+    Numba thread, gives it back its own count."""
+    before = nb_blas._blas.get_threads()
+    try:
+        nb_blas.release_threads()
+        own = nb_blas._blas.get_threads()
+        assert nb_blas.claim_threads(2) == 1
+        assert nb_blas.claim_threads(2) == 1  # claiming twice keeps the count to give back
+        assert nb_blas.claim_threads(1) == own
+    finally:
+        nb_blas._blas.set_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -372,16 +444,15 @@ def test_tile_products_match_numpy(dtype):
     close(got, want, dtype)
 
 
-def test_set_num_threads_validates_and_switches_attention_to_parallel(monkeypatch):
+def test_set_num_threads_validates_and_sets_the_kernels_threads(monkeypatch):
     import numba
-    monkeypatch.setattr(nb_attention, "parallel_threads", nb_attention.parallel_threads)
+    monkeypatch.setattr(nb_package, "threads", nb_package.threads)
     before = numba.get_num_threads()
     try:
         nb.set_num_threads(2)
-        assert nb_attention.parallel_threads == 2
-        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        assert nb_package.threads == numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
     finally:
-        numba.set_num_threads(before)
+        nb.set_num_threads(before)
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises(ValueError, match="positive int"):
             nb.set_num_threads(bad)
@@ -460,8 +531,8 @@ def test_environment_selects_backend_and_threads():
 
 
 def test_thread_setting_reaches_blas_but_not_child_processes():
-    code = ("import os, minigen, minigen.kernels as k; from minigen.kernels.numba import attention; k.get_backend(); "
-            "print(attention.parallel_threads, os.environ.get('OPENBLAS_NUM_THREADS'))")
+    code = ("import os, minigen, minigen.kernels as k, minigen.kernels.numba as n; k.get_backend(); "
+            "print(n.threads, os.environ.get('OPENBLAS_NUM_THREADS'))")
     assert run_python(code, MINIGEN_NUM_THREADS="1").split() == ["1", "None"]
     default = run_python(code).split()
     assert default == [str(int(run_python("import numba; print(numba.config.NUMBA_NUM_THREADS)"))), "None"]

@@ -10,7 +10,9 @@ Choosing and tuning the backend:
 - MINIGEN_BACKEND=numpy|numba (read at import; default numba).
 - MINIGEN_NUM_THREADS=N: let kernels use N threads (sets NUMBA_NUM_THREADS too if Numba is not
   imported yet; `minigen/__init__.py` gives BLAS the same number). Unset, Numba's pool has one thread
-  per core, as PyTorch's does; attention then runs large calls over (batch, head) in parallel.
+  per core, as PyTorch's does. With more than one thread, the Numba backend splits the Linear layers'
+  matrix products across its threads and holds NumPy's BLAS at one thread (`numba/blas.py`: one
+  pool instead of two fighting over the cores); `set_backend('numpy')` gives BLAS its threads back.
 - NUMBA_CPU_FEATURES: when neither it nor NUMBA_CPU_NAME is set, minigen sets it on AVX-512 CPUs to the
   host's features with 512-bit vectors allowed (see `_wide_vector_features`); set either yourself to
   compile for another target.
@@ -122,6 +124,8 @@ def _use(name):
     global _active, _requested
     module = numpy_kernels if name == "numpy" else _load_numba()
     _active, _requested = (module, name) if module is not None else (numpy_kernels, "numpy")
+    if _numba_module is not None:  # BLAS is held at one thread only while the Numba backend splits products
+        _numba_module.hold_blas_threads(_active is _numba_module)
     for kernel in _cached:
         globals().pop(kernel, None)
     _cached.clear()

@@ -3,29 +3,39 @@
 The implementations live in the `numba` subpackage, one file per idea. A kernel missing here is
 served by the NumPy reference (see `minigen.kernels.__getattr__`).
 """
-from numba import config as numba_config, set_num_threads as numba_set_num_threads
+from numba import config as numba_config, get_num_threads as numba_get_num_threads, \
+    set_num_threads as numba_set_num_threads
 
-from .numba import attention
+from . import numba as numba_package
+from .numba import blas
 from .numba.activations import gelu_backward, gelu_forward
 from .numba.adam import adamw_amsgrad_update, adamw_update
 from .numba.attention import attention_backward, attention_forward
 from .numba.attention_heads import MASKED_SCORE
+from .numba.blas import gemm
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
                          log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward)
 
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_backward", "attention_forward",
-           "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward",
+           "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward", "gemm",
            "gru_gates_backward", "gru_gates_forward", "layer_norm_backward", "layer_norm_forward",
            "log_softmax_backward", "log_softmax_forward", "set_num_threads", "softmax_backward", "softmax_forward"]
 
 
 def set_num_threads(n):
-    """Use n threads (at most NUMBA_NUM_THREADS) where a kernel can: attention runs large calls' (batch, head)
-    pairs in parallel when n > 1; n = 1 keeps every kernel serial. minigen starts with MINIGEN_NUM_THREADS, or
-    one thread per core when it is unset."""
+    """Use n threads (at most NUMBA_NUM_THREADS) where a kernel can: with n > 1, matrix products are split
+    across them (BLAS then runs on one thread, see `blas.py`) and attention runs (batch, head) pairs in parallel;
+    n = 1 keeps every kernel serial and gives BLAS its own threads back. minigen starts with
+    MINIGEN_NUM_THREADS, or one thread per core when it is unset."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     numba_set_num_threads(min(n, numba_config.NUMBA_NUM_THREADS))
-    attention.parallel_threads = n
+    numba_package.threads = min(n, numba_config.NUMBA_NUM_THREADS)
+    blas.claim_threads(n)
+
+
+def hold_blas_threads(active):
+    """Hold BLAS at one thread while this backend is active and splits products; release it otherwise."""
+    blas.claim_threads(numba_get_num_threads() if active else 1)

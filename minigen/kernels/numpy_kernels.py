@@ -11,6 +11,13 @@ import numpy as np
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+# ----- matrix product of two 2-D arrays (the three products of a Linear layer) ----------------
+def gemm(a, b, transpose_a, transpose_b):
+    """op(a) @ op(b), op(x) = x.T when its flag is set: a Linear layer's forward is gemm(x, weight, False,
+    True), its backward gemm(grad, weight, False, False) and gemm(grad, x, True, False)."""
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
 # ----- LayerNorm over the last axis of a 2-D array (rows, features) ------------------------
 def layer_norm_forward(x, weight, bias, eps):
     """Return (y, mean, rstd); weight/bias may be None. Statistics are kept for backward."""

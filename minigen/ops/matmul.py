@@ -1,6 +1,10 @@
-"""Matrix product with NumPy's rules: 1-D operands and broadcast batch dimensions. BLAS does the work."""
+"""Matrix product with NumPy's rules (1-D operands, broadcast batch dimensions), and the Linear layer's product.
+
+BLAS does the work; the Linear products go through `kernels.gemm`, which the Numba backend splits across its
+threads."""
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function
 
 
@@ -45,7 +49,7 @@ class Linear(Function):
                              f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
         self.x, self.weight, self.has_bias = x, weight, bias is not None
         # one 2-D GEMM: NumPy's batched matmul against a shared matrix does not reach BLAS
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        y = kernels.gemm(x.reshape(-1, x.shape[-1]), weight, False, True)
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -53,7 +57,7 @@ class Linear(Function):
     def backward(self, grad):
         g2 = grad.reshape(-1, grad.shape[-1])
         x2 = self.x.reshape(-1, self.x.shape[-1])
-        gx = (g2 @ self.weight).reshape(self.x.shape)
-        gw = g2.T @ x2
+        gx = kernels.gemm(g2, self.weight, False, False).reshape(self.x.shape)
+        gw = kernels.gemm(g2, x2, True, False)
         gb = g2.sum(axis=0) if self.has_bias else None
         return gx, gw, gb

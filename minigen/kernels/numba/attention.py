@@ -4,29 +4,25 @@ The reference materializes the (B, H, L, S) scores several times over (4·B·H·
 kernels in `attention_heads.py` keep only tiles of them, so memory is O(B·H·L·D). A decoding step (a
 few query rows against a KV cache) has no reuse to tile for and takes an untiled path.
 
-The (batch, head) pairs of a call are cut into chunks, one per thread, and each chunk allocates its
-scratch buffers once and runs its pairs in order. With one thread (`parallel_threads`, set by
-`numba_kernels.set_num_threads`) there is one chunk and no parallel region; with more, calls of at
-least PARALLEL_MIN_WORK run the chunks with prange. A pair's results do not depend on its chunk (the
-scratch buffers' leftovers never reach an output), so serial and parallel calls give the same bits.
+The (batch, head) pairs of a call are cut into chunks, one per thread (see `pieces`), and each chunk
+allocates its scratch buffers once and runs its pairs in order. One chunk runs without a parallel
+region. A pair's results do not depend on its chunk (the scratch buffers' leftovers never reach an
+output), so serial and parallel calls give the same bits.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import numpy_kernels
-from . import FLOAT_DTYPES
+from . import FLOAT_DTYPES, pieces
 from .attention_heads import backward_head, backward_scratch, decode_head, decode_scratch, forward_head, \
     forward_scratch
 from .scalar import FASTMATH
 
 DECODE_MAX_ROWS = 6  # up to this many query rows the untiled path is faster (float32: 4 rows, and not 8)
-# B*H*L*S*D below which a call stays serial. Alone, prange on 2 threads gains 1.25x at 2**17 and 2x at the
-# small GPT's 2**22.6. Inside a training step it lost: right after a matrix product OpenBLAS's thread still
-# spins, and Numba's OpenMP threads spin after each parallel region, so the two pools fight for the cores
-# (small GPT: 26,000 tokens/s serial, 12,000 with parallel attention; medium GPT, 2**27.6: 2,717 against
-# 2,607). Only calls beyond the models' (T = 1024: 2**32) are split.
-PARALLEL_MIN_WORK = 2 ** 28
-parallel_threads = 1  # set by numba_kernels.set_num_threads; 1 keeps every call serial
+# B*H*L*S*D below which a call stays serial. On 2 threads prange gains 1.25x at 2**17 and 2x at the small
+# GPT's 2**22.6. (It lost inside training steps while NumPy's BLAS ran its own spinning threads beside
+# Numba's: see blas.py, which is why products now run on Numba's threads.)
+PARALLEL_MIN_WORK = 2 ** 17
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -82,9 +78,9 @@ def _attention_backward_parallel(dout, q, k, v, out, lse, mask, has_mask, causal
                         (c + 1) * n // chunks)
 
 
-def _parallel(B, H, L, S, D):
-    """Whether a call is large enough, and threads were asked for, to run (batch, head) pairs in parallel."""
-    return parallel_threads > 1 and B * H > 1 and L > DECODE_MAX_ROWS and B * H * L * S * D >= PARALLEL_MIN_WORK
+def _chunks(B, H, L, S, D):
+    """How many chunks of (batch, head) pairs a call runs in: 1 (serial) for small calls and decoding steps."""
+    return pieces(B * H * L * S * D if L > DECODE_MAX_ROWS else 0, PARALLEL_MIN_WORK, B * H)
 
 
 def _prepare(arrays, mask, shape):
@@ -108,9 +104,9 @@ def attention_forward(q, k, v, mask, causal, scale):
     (q, k, v), mask, has_mask = _prepare((q, k, v), mask, (B, H, L, S))
     out = np.empty((B, H, L, Dv), q.dtype)
     lse = np.empty((B, H, L), q.dtype)
-    if _parallel(B, H, L, S, D):
-        _attention_forward_parallel(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse,
-                                    min(B * H, parallel_threads))
+    chunks = _chunks(B, H, L, S, D)
+    if chunks > 1:
+        _attention_forward_parallel(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse, chunks)
     else:
         _attention_forward(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
     return out, lse
@@ -125,8 +121,9 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     (dout, q, k, v, out, lse), mask, has_mask = _prepare((dout, q, k, v, out, lse), mask, (B, H, L, S))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     args = (dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
-    if _parallel(B, H, L, S, D):
-        _attention_backward_parallel(*args, min(B * H, parallel_threads))
+    chunks = _chunks(B, H, L, S, D)
+    if chunks > 1:
+        _attention_backward_parallel(*args, chunks)
     else:
         _attention_backward(*args)
     return dq, dk, dv

@@ -1,0 +1,179 @@
+"""Matrix products split across Numba's threads, each piece computed by NumPy's own BLAS on one thread.
+
+Why: NumPy's OpenBLAS runs its own thread pool, and its idle threads keep spinning for a while after
+each product. Any Numba kernel that runs in parallel right after a product (attention, say) then shares
+the cores with those spinning threads, and on a small machine both lose: the two pools cannot be
+used together. So minigen keeps one pool. With the Numba backend on more than one thread, BLAS is set
+to one thread (`claim_threads`), and `gemm` cuts the rows of a product (or its columns, when there
+are few rows) into one piece per Numba thread; each thread calls BLAS's gemm on its piece. Each
+piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and attention,
+elementwise kernels and products all run on the same threads.
+
+BLAS is found in the process (the library NumPy loaded: OpenBLAS under its plain or `scipy_` names,
+with 32- or 64-bit integers) and called by address through `_call`, so that the compiled kernels hold
+no address and can be cached. When no such library is found (NumPy on MKL or Accelerate, say), `gemm`
+is the NumPy reference and BLAS keeps its own threads.
+"""
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from .. import numpy_kernels
+from . import pieces
+
+# Products below this many multiply-adds run as one BLAS call: a parallel region costs a few microseconds.
+SPLIT_MIN_WORK = 2 ** 18
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enums
+
+
+class _Blas:
+    """NumPy's OpenBLAS: gemm addresses by dtype, integer width, and its thread-count functions."""
+
+    def __init__(self, library, prefix, suffix, wide_ints):
+        def function(name, restype, argtypes):
+            f = getattr(library, f"{prefix}{name}{suffix}")
+            f.restype, f.argtypes = restype, argtypes
+            return f
+        self.gemm = {np.dtype(np.float32): ctypes.cast(getattr(library, f"{prefix}cblas_sgemm{suffix}"),
+                                                       ctypes.c_void_p).value,
+                     np.dtype(np.float64): ctypes.cast(getattr(library, f"{prefix}cblas_dgemm{suffix}"),
+                                                       ctypes.c_void_p).value}
+        self.wide_ints = wide_ints
+        self.get_threads = function("openblas_get_num_threads", ctypes.c_int, [])
+        self.set_threads = function("openblas_set_num_threads", None, [ctypes.c_int])
+
+
+def _candidate_paths():
+    """Shared libraries that may hold NumPy's BLAS: those mapped into this process, then the wheel's own."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths += [line.split()[-1] for line in maps if "blas" in line.rsplit("/", 1)[-1].lower()]
+    except OSError:  # not Linux
+        pass
+    numpy_dir = os.path.dirname(np.__file__)
+    for pattern in ("../numpy.libs/*openblas*", ".dylibs/*openblas*", "../numpy.libs/*openblas*.dll"):
+        paths += glob.glob(os.path.join(numpy_dir, pattern))
+    return list(dict.fromkeys(p for p in paths if os.path.isfile(p)))
+
+
+def _find_blas():
+    """The first OpenBLAS with cblas gemm and thread control among `_candidate_paths()`, or None."""
+    for path in _candidate_paths():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
+            if not hasattr(library, f"{prefix}cblas_sgemm{suffix}") or \
+                    not hasattr(library, f"{prefix}openblas_set_num_threads{suffix}"):
+                continue
+            config = getattr(library, f"{prefix}openblas_get_config{suffix}")
+            config.restype = ctypes.c_char_p
+            wide_ints = suffix == "64_" or b"USE64BITINT" in (config() or b"")
+            return _Blas(library, prefix, suffix, wide_ints)
+    return None
+
+
+_blas = _find_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
+_saved_threads = None  # BLAS's own thread count while minigen holds it at one
+
+
+def available():
+    """Whether products are split across Numba's threads (NumPy's BLAS was found)."""
+    return _blas is not None
+
+
+def claim_threads(numba_threads):
+    """Hold BLAS at one thread while Numba runs `numba_threads` > 1 (products are split by `gemm`);
+    give BLAS its own count back otherwise. Returns BLAS's thread count now."""
+    global _saved_threads
+    if _blas is None:
+        return None
+    if numba_threads > 1 and _saved_threads is None:
+        _saved_threads = _blas.get_threads()
+        _blas.set_threads(1)
+    elif numba_threads <= 1 and _saved_threads is not None:
+        _blas.set_threads(_saved_threads)
+        _saved_threads = None
+    return _blas.get_threads()
+
+
+def release_threads():
+    """Give BLAS its own thread count back (the NumPy backend is selected)."""
+    claim_threads(1)
+
+
+@intrinsic
+def _call(typingctx, address, args):
+    """Call the C function at `address` with the values of the tuple `args`, returning nothing.
+
+    Integers and floats pass as the C types of their width; pointers pass as intp (the same registers)."""
+    if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+
+    def codegen(context, builder, signature, call_args):
+        address_value, values = call_args
+        arg_types = [context.get_value_type(t) for t in signature.args[1]]
+        function_type = ir.FunctionType(ir.VoidType(), arg_types)
+        function = builder.inttoptr(address_value, function_type.as_pointer())
+        builder.call(function, [builder.extract_value(values, i) for i in range(len(arg_types))])
+        return context.get_dummy_value()
+    return types.void(address, args), codegen
+
+
+@njit(inline="always")
+def _gemm_call(address, wide_ints, ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr, ldc, one, zero):
+    flags = (np.int32(ROW_MAJOR), np.int32(TRANS if ta else NO_TRANS), np.int32(TRANS if tb else NO_TRANS))
+    if wide_ints:
+        _call(address, flags + (np.int64(m), np.int64(n), np.int64(k), one, a_ptr, np.int64(lda), b_ptr,
+                                np.int64(ldb), zero, c_ptr, np.int64(ldc)))
+    else:
+        _call(address, flags + (np.int32(m), np.int32(n), np.int32(k), one, a_ptr, np.int32(lda), b_ptr,
+                                np.int32(ldb), zero, c_ptr, np.int32(ldc)))
+
+
+@njit(parallel=True, cache=True)
+def _split_gemm(address, wide_ints, a, ta, b, tb, out, chunks, by_rows):
+    """out = op(a) @ op(b), op(x) = x.T when x's flag is set, in `chunks` pieces of out's rows (by_rows)
+    or columns, one BLAS call each. All arrays C-contiguous, of out's dtype."""
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    size = out.itemsize
+    one, zero = out.dtype.type(1), out.dtype.type(0)
+    a_base, b_base, c_base = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    lda, ldb = a.shape[1], b.shape[1]
+    for chunk in prange(chunks):
+        if by_rows:
+            lo, hi = chunk * m // chunks, (chunk + 1) * m // chunks
+            a_ptr = a_base + (lo if ta else lo * lda) * size
+            _gemm_call(address, wide_ints, ta, tb, hi - lo, n, k, a_ptr, lda, b_base, ldb, c_base + lo * n * size,
+                       n, one, zero)
+        else:
+            lo, hi = chunk * n // chunks, (chunk + 1) * n // chunks
+            b_ptr = b_base + (lo * ldb if tb else lo) * size
+            _gemm_call(address, wide_ints, ta, tb, m, hi - lo, k, a_base, lda, b_ptr, ldb, c_base + lo * size,
+                       n, one, zero)
+
+
+def gemm(a, b, transpose_a, transpose_b):
+    """op(a) @ op(b) for 2-D arrays, op(x) = x.T when its flag is set (see `numpy_kernels.gemm`)."""
+    if _blas is None or a.dtype != b.dtype or a.dtype not in _blas.gemm or a.ndim != 2 or b.ndim != 2:
+        return numpy_kernels.gemm(a, b, transpose_a, transpose_b)
+    m = a.shape[1] if transpose_a else a.shape[0]
+    k = a.shape[0] if transpose_a else a.shape[1]
+    n = b.shape[0] if transpose_b else b.shape[1]
+    by_rows = m >= n or m >= 16  # few rows (a decoding step): split the columns
+    chunks = pieces(m * n * k, SPLIT_MIN_WORK, m if by_rows else n)
+    if chunks == 1 or b.shape[1 if transpose_b else 0] != k:
+        return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)
+    out = np.empty((m, n), a.dtype)
+    _split_gemm(_blas.gemm[a.dtype], _blas.wide_ints, np.ascontiguousarray(a), transpose_a,
+                np.ascontiguousarray(b), transpose_b, out, chunks, by_rows)
+    return out
