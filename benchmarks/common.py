@@ -112,27 +112,17 @@ def memory_gib():
 
 
 def blas_info():
-    """(name and version, threads) of NumPy's BLAS. The thread count is asked of a loaded OpenBLAS through
-    its C API; None when that is not possible (another BLAS, or no /proc)."""
-    import ctypes
-
+    """(name and version, threads) of NumPy's BLAS. The thread count is asked of NumPy's OpenBLAS through its
+    C API (found as minigen's Numba backend finds it); None when that is not possible (another BLAS)."""
     import numpy as np
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     name = f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}".strip()
-    np.ones((2, 2)) @ np.ones((2, 2))  # make sure the library is loaded
     try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
-    except OSError:
+        from minigen.kernels.numba.blas import numpy_blas
+    except ImportError:  # no Numba
         return name, None
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_", ""):
-            for suffix in ("64_", ""):
-                getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                if getter is not None:
-                    return name, int(getter())
-    return name, None
+    library = numpy_blas()
+    return name, (library.get_threads() if library is not None else None)
 
 
 def version(package):

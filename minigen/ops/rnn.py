@@ -1,8 +1,8 @@
 """The fused recurrence: one direction of one RNN/GRU layer over a whole sequence, with hand-written BPTT.
 
 The caller computes the input-side projection x @ W_ih^T + b_ih for every step at once (one GEMM);
-this op runs the steps: the hidden-side product h @ W_hh^T per step in BLAS, the GRU gate arithmetic
-in kernels. One graph node per layer and direction instead of dozens per step keeps long sequences cheap."""
+this op runs the steps: the hidden-side product h @ W_hh^T per step (`kernels.gemm`, BLAS), the GRU gate
+arithmetic in kernels. One graph node per layer and direction instead of dozens per step keeps long sequences cheap."""
 import numpy as np
 
 from ..autograd import Function
@@ -39,7 +39,7 @@ class Recurrence(Function):
         hs = np.empty((T, B, H), dtype=x_proj.dtype)
         h = h0
         for t in self.steps:
-            gh = h @ weight_hh.T
+            gh = kernels.gemm(h, weight_hh, False, True)
             if bias_hh is not None:
                 gh += bias_hh
             self.h_prev[t] = h
@@ -74,9 +74,9 @@ class Recurrence(Function):
                 dgi = dgh = d_new * (1.0 - out * out) if self.mode == "tanh" else d_new * (out > 0)
                 dh = 0.0
             dx_proj[t], dgh_all[t] = dgi, dgh
-            dh = dh + dgh @ self.weight_hh
+            dh = dh + kernels.gemm(dgh, self.weight_hh, False, False)
             if d_carry is not None:
                 dh = dh + d_carry
-        dweight = dgh_all.reshape(-1, dgh_all.shape[-1]).T @ self.h_prev.reshape(-1, H)
+        dweight = kernels.gemm(dgh_all.reshape(-1, dgh_all.shape[-1]), self.h_prev.reshape(-1, H), True, False)
         dbias = dgh_all.sum(axis=(0, 1)) if self.has_bias else None
         return dx_proj, dh, dweight, dbias

@@ -10,12 +10,12 @@ Compiled kernels are cached next to these files (see `minigen.kernels` for NUMBA
 checks a cached kernel against its own source file only: after editing `scalar.py`, `tiles.py` or
 `attention_heads.py`, delete the `__pycache__` directory here.
 
-Kernels split large calls across Numba's threads (`chunks`) into pieces whose results do not depend on
-how many pieces there are, so one thread or several give the same bits. Small calls stay serial: a
-parallel region costs a few microseconds to start.
+Matrix products (`blas.py`) and attention split large calls across Numba's threads (`pieces`), into
+pieces (attention's give the same bits as one serial call); small calls stay serial, as a parallel
+region costs a few microseconds to start. The elementwise and row kernels stay serial: split the same
+way (2x faster alone), they made training steps slower, the small GPT's and the medium one's alike.
 """
 import numpy as np
-from numba import njit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -27,11 +27,3 @@ def pieces(work, min_work, most):
     thread, else one per thread, and at most `most` (the number of independent items)."""
     return max(1, min(threads, most)) if work >= min_work else 1
 
-
-@njit(inline="always")
-def span(piece, count, n):
-    """Bounds (start, stop) of piece `piece` of `count` over range(n), cut at multiples of 16 elements so
-    that every piece's vector loop starts on a whole vector."""
-    start = piece * n // count // 16 * 16 if piece else 0
-    stop = (piece + 1) * n // count // 16 * 16 if piece < count - 1 else n
-    return start, stop

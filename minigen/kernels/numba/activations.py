@@ -8,76 +8,51 @@ vectorized erf in float32 and libm's in float64 (the reference calls math.erf pe
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import numpy_kernels
-from . import FLOAT_DTYPES, pieces, span
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH, fast_erf, fast_exp
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 GELU_CUBIC = 0.044715
-PARALLEL_MIN_SIZE = 2 ** 15  # elements below which a call stays serial (a parallel region costs microseconds)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _gelu_forward_span(x, tanh_form, y, start, stop):
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gelu_forward(x, tanh_form, y):
     dt = x.dtype.type
     half, one, inv_sqrt2 = dt(0.5), dt(1.0), dt(INV_SQRT_2)
     k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)  # -2u = x (k1 + k2 x^2)
     if tanh_form:
-        for i in range(start, stop):
+        for i in range(x.size):
             v = x[i]
             y[i] = v / (one + fast_exp(v * (k1 + k2 * v * v)))
     else:
-        for i in range(start, stop):
+        for i in range(x.size):
             v = x[i]
             y[i] = half * v * (one + fast_erf(v * inv_sqrt2))
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _gelu_backward_span(dy, x, tanh_form, dx, start, stop):
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gelu_backward(dy, x, tanh_form, dx):
     dt = x.dtype.type
     half, one, inv_sqrt2, inv_sqrt_2pi = dt(0.5), dt(1.0), dt(INV_SQRT_2), dt(INV_SQRT_2PI)
     k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)
     k3, k4 = dt(2.0 * SQRT_2_OVER_PI), dt(2.0 * SQRT_2_OVER_PI * 3.0 * GELU_CUBIC)  # d(2u)/dx = k3 + k4 x^2
     if tanh_form:
-        for i in range(start, stop):
+        for i in range(x.size):
             v = x[i]
             v2 = v * v
             s = one / (one + fast_exp(v * (k1 + k2 * v2)))
             # d/dx [x sigmoid(2u)] = s + x s (1 - s) d(2u)/dx
             dx[i] = dy[i] * s * (one + v * (k3 + k4 * v2) * (one - s))
     else:
-        for i in range(start, stop):
+        for i in range(x.size):
             v = x[i]
             cdf = half * (one + fast_erf(v * inv_sqrt2))
             dx[i] = dy[i] * (cdf + v * inv_sqrt_2pi * fast_exp(-half * v * v))
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gelu_forward(x, tanh_form, y):
-    _gelu_forward_span(x, tanh_form, y, 0, x.size)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _gelu_forward_parallel(x, tanh_form, y, chunks):
-    for c in prange(chunks):
-        start, stop = span(c, chunks, x.size)
-        _gelu_forward_span(x, tanh_form, y, start, stop)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gelu_backward(dy, x, tanh_form, dx):
-    _gelu_backward_span(dy, x, tanh_form, dx, 0, x.size)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _gelu_backward_parallel(dy, x, tanh_form, dx, chunks):
-    for c in prange(chunks):
-        start, stop = span(c, chunks, x.size)
-        _gelu_backward_span(dy, x, tanh_form, dx, start, stop)
 
 
 def _check_approximate(approximate):
@@ -92,12 +67,7 @@ def gelu_forward(x, approximate):
     if x.dtype not in FLOAT_DTYPES:
         return numpy_kernels.gelu_forward(x, approximate)
     y = np.empty(x.shape, x.dtype)  # not ascontiguousarray's output: that turns a 0-d array into 1-d
-    flat_x, flat_y = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
-    chunks = pieces(x.size, PARALLEL_MIN_SIZE, x.size)
-    if chunks > 1:
-        _gelu_forward_parallel(flat_x, tanh_form, flat_y, chunks)
-    else:
-        _gelu_forward(flat_x, tanh_form, flat_y)
+    _gelu_forward(np.ascontiguousarray(x).reshape(-1), tanh_form, y.reshape(-1))
     return y
 
 
@@ -111,10 +81,5 @@ def gelu_backward(dy, x, approximate):
     if np.shape(dy) != x.shape:  # np.broadcast_to costs microseconds: only when needed
         dy = np.broadcast_to(dy, x.shape)
     flat_dy = np.ascontiguousarray(dy, dtype=dt).reshape(-1)
-    flat_x, flat_dx = np.ascontiguousarray(x, dtype=dt).reshape(-1), dx.reshape(-1)
-    chunks = pieces(x.size, PARALLEL_MIN_SIZE, x.size)
-    if chunks > 1:
-        _gelu_backward_parallel(flat_dy, flat_x, tanh_form, flat_dx, chunks)
-    else:
-        _gelu_backward(flat_dy, flat_x, tanh_form, flat_dx)
+    _gelu_backward(flat_dy, np.ascontiguousarray(x, dtype=dt).reshape(-1), tanh_form, dx.reshape(-1))
     return dx.astype(x.dtype, copy=False)

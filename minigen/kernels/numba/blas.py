@@ -50,21 +50,24 @@ class _Blas:
 
 
 def _candidate_paths():
-    """Shared libraries that may hold NumPy's BLAS: those mapped into this process, then the wheel's own."""
+    """Shared libraries that may be NumPy's BLAS: the ones NumPy's wheel ships first, then any OpenBLAS mapped
+    into this process that another wheel did not vendor (SciPy ships its own in scipy.libs, say)."""
+    numpy_dir = os.path.dirname(os.path.abspath(np.__file__))
     paths = []
+    for pattern in ("../numpy.libs/*openblas*", ".dylibs/*openblas*"):
+        paths += sorted(glob.glob(os.path.join(numpy_dir, pattern)))
     try:
         with open("/proc/self/maps") as maps:
-            paths += [line.split()[-1] for line in maps if "blas" in line.rsplit("/", 1)[-1].lower()]
+            mapped = [line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()]
     except OSError:  # not Linux
-        pass
-    numpy_dir = os.path.dirname(np.__file__)
-    for pattern in ("../numpy.libs/*openblas*", ".dylibs/*openblas*", "../numpy.libs/*openblas*.dll"):
-        paths += glob.glob(os.path.join(numpy_dir, pattern))
-    return list(dict.fromkeys(p for p in paths if os.path.isfile(p)))
+        mapped = []
+    paths += [p for p in mapped if ".libs/" not in p and ".dylibs/" not in p]
+    return list(dict.fromkeys(os.path.realpath(p) for p in paths if os.path.isfile(p)))
 
 
-def _find_blas():
-    """The first OpenBLAS with cblas gemm and thread control among `_candidate_paths()`, or None."""
+def numpy_blas():
+    """NumPy's OpenBLAS as a `_Blas` (gemm addresses, get_threads, set_threads), or None when NumPy uses
+    another BLAS or it cannot be found."""
     for path in _candidate_paths():
         try:
             library = ctypes.CDLL(path)
@@ -81,7 +84,7 @@ def _find_blas():
     return None
 
 
-_blas = _find_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
+_blas = numpy_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
 _saved_threads = None  # BLAS's own thread count while minigen holds it at one
 
 
@@ -169,7 +172,7 @@ def gemm(a, b, transpose_a, transpose_b):
     m = a.shape[1] if transpose_a else a.shape[0]
     k = a.shape[0] if transpose_a else a.shape[1]
     n = b.shape[0] if transpose_b else b.shape[1]
-    by_rows = m >= n or m >= 16  # few rows (a decoding step): split the columns
+    by_rows = m >= n  # each thread packs its part of the wider operand only
     chunks = pieces(m * n * k, SPLIT_MIN_WORK, m if by_rows else n)
     if chunks == 1 or b.shape[1 if transpose_b else 0] != k:
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)

@@ -10,14 +10,11 @@ promote a float32 loop to float64.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .. import numpy_kernels
-from . import FLOAT_DTYPES, pieces, span
+from . import FLOAT_DTYPES
 from .scalar import FASTMATH, fast_exp, max_of
-
-
-PARALLEL_MIN_SIZE = 2 ** 15  # elements below which a LayerNorm call stays serial
 
 
 def _rows(x, dtype=None):
@@ -26,12 +23,12 @@ def _rows(x, dtype=None):
 
 
 # ----- LayerNorm ----------------------------------------------------------------------------------
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _layer_norm_rows(x, weight, bias, eps, y, mean, rstd, start, stop):
-    f = x.shape[1]
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
+    n, f = x.shape
     dt = x.dtype.type
     inv_f = dt(1.0 / f)  # `/ f` would make a float64: the row loops would then run in float64
-    for i in range(start, stop):
+    for i in range(n):
         row = x[i]
         s = dt(0)
         for j in range(f):
@@ -49,18 +46,6 @@ def _layer_norm_rows(x, weight, bias, eps, y, mean, rstd, start, stop):
         rstd[i] = r
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
-    _layer_norm_rows(x, weight, bias, eps, y, mean, rstd, 0, x.shape[0])
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _layer_norm_forward_parallel(x, weight, bias, eps, y, mean, rstd, chunks):
-    n = x.shape[0]
-    for c in prange(chunks):
-        _layer_norm_rows(x, weight, bias, eps, y, mean, rstd, c * n // chunks, (c + 1) * n // chunks)
-
-
 def layer_norm_forward(x, weight, bias, eps):
     """LayerNorm over the last axis of x (rows, features); returns (y, mean, rstd) like the reference."""
     if x.dtype not in FLOAT_DTYPES:
@@ -70,65 +55,34 @@ def layer_norm_forward(x, weight, bias, eps):
     w = np.ones(f, x.dtype) if weight is None else _rows(weight, x.dtype)
     b = np.zeros(f, x.dtype) if bias is None else _rows(bias, x.dtype)
     y, mean, rstd = np.empty_like(x), np.empty(n, x.dtype), np.empty(n, x.dtype)
-    chunks = pieces(x.size, PARALLEL_MIN_SIZE, n)
-    if chunks > 1:
-        _layer_norm_forward_parallel(x, w, b, float(eps), y, mean, rstd, chunks)
-    else:
-        _layer_norm_forward(x, w, b, float(eps), y, mean, rstd)
+    _layer_norm_forward(x, w, b, float(eps), y, mean, rstd)
     return y, mean, rstd
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _layer_norm_dx(dy, x, weight, mean, rstd, dx, start, stop):
-    """dx for rows start .. stop - 1."""
-    f = x.shape[1]
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
+    n, f = x.shape
     dt = x.dtype.type
     inv_f = dt(1.0 / f)
-    for i in range(start, stop):
+    dw[:] = dt(0)
+    db[:] = dt(0)
+    for i in range(n):
         g_row, x_row, m, r = dy[i], x[i], mean[i], rstd[i]
         sum_g = dt(0)
         sum_gx = dt(0)
         for j in range(f):
+            xhat = (x_row[j] - m) * r
             g = g_row[j] * weight[j]
             sum_g += g
-            sum_gx += g * ((x_row[j] - m) * r)
+            sum_gx += g * xhat
+            dw[j] += g_row[j] * xhat
+            db[j] += g_row[j]
         mean_g = sum_g * inv_f
         mean_gx = sum_gx * inv_f
         out = dx[i]
         for j in range(f):
             xhat = (x_row[j] - m) * r
             out[j] = r * (g_row[j] * weight[j] - mean_g - xhat * mean_gx)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _layer_norm_dparams(dy, x, mean, rstd, dw, db, start, stop):
-    """dweight and dbias for features start .. stop - 1: sums over all rows, in row order."""
-    dt = x.dtype.type
-    for j in range(start, stop):
-        dw[j] = dt(0)
-        db[j] = dt(0)
-    for i in range(x.shape[0]):
-        m, r = mean[i], rstd[i]
-        for j in range(start, stop):
-            dw[j] += dy[i, j] * ((x[i, j] - m) * r)
-            db[j] += dy[i, j]
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _layer_norm_backward(dy, x, weight, mean, rstd, dx, dw, db):
-    _layer_norm_dx(dy, x, weight, mean, rstd, dx, 0, x.shape[0])
-    _layer_norm_dparams(dy, x, mean, rstd, dw, db, 0, x.shape[1])
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _layer_norm_backward_parallel(dy, x, weight, mean, rstd, dx, dw, db, chunks):
-    # rows for dx, features for dweight and dbias: each sum is one thread's, in the serial order
-    n, f = x.shape
-    for c in prange(chunks):
-        _layer_norm_dx(dy, x, weight, mean, rstd, dx, c * n // chunks, (c + 1) * n // chunks)
-    for c in prange(chunks):
-        start, stop = span(c, chunks, f)
-        _layer_norm_dparams(dy, x, mean, rstd, dw, db, start, stop)
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
@@ -140,12 +94,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
     n, f = x.shape
     w = np.ones(f, dt) if weight is None else _rows(weight, dt)
     dx, dw, db = np.empty_like(x), np.empty(f, dt), np.empty(f, dt)
-    args = (_rows(dy, dt), x, w, _rows(mean, dt), _rows(rstd, dt), dx, dw, db)
-    chunks = pieces(x.size, PARALLEL_MIN_SIZE, min(n, f // 16))
-    if chunks > 1:
-        _layer_norm_backward_parallel(*args, chunks)
-    else:
-        _layer_norm_backward(*args)
+    _layer_norm_backward(_rows(dy, dt), x, w, _rows(mean, dt), _rows(rstd, dt), dx, dw, db)
     return dx, (dw if weight is not None else None), db
 
 
