@@ -10,7 +10,8 @@ from . import numba as numba_package
 from .numba import blas
 from .numba.activations import gelu_backward, gelu_forward
 from .numba.adam import adamw_amsgrad_update, adamw_update
-from .numba.attention import attention_backward, attention_forward
+from .numba.attention import attention_backward, attention_forward, packed_attention_backward, \
+    packed_attention_forward
 from .numba.attention_heads import MASKED_SCORE
 from .numba.blas import gemm
 from .numba.embedding import embedding_backward
@@ -21,7 +22,8 @@ from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_no
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_backward", "attention_forward",
            "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward", "gemm",
            "gru_gates_backward", "gru_gates_forward", "layer_norm_backward", "layer_norm_forward",
-           "log_softmax_backward", "log_softmax_forward", "set_num_threads", "softmax_backward", "softmax_forward"]
+           "log_softmax_backward", "log_softmax_forward", "packed_attention_backward",
+           "packed_attention_forward", "set_num_threads", "softmax_backward", "softmax_forward"]
 
 
 def set_num_threads(n):

@@ -217,6 +217,33 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     return dq.astype(dt, copy=False), dk.astype(dt, copy=False), dv.astype(dt, copy=False)
 
 
+def packed_heads(packed, parts, n_head):
+    """The (B, H, T, D) views of the heads in packed (B, T, parts * n_head * D), one per part: the q, k and v
+    of a (B, T, 3C) projection (parts = 3), or the heads of a (B, T, C) array (parts = 1)."""
+    B, T, width = packed.shape
+    return tuple(packed.reshape(B, T, parts, n_head, width // (parts * n_head)).transpose(2, 0, 3, 1, 4))
+
+
+def packed_attention_forward(qkv, n_head, scale):
+    """Causal self-attention of the heads packed in qkv (B, T, 3C), C = n_head * D: returns (out (B, T, C),
+    lse (B, H, T)), attention_forward of qkv's q, k and v heads with causal=True in the packed layout."""
+    q, k, v = packed_heads(qkv, 3, n_head)
+    out, lse = attention_forward(q, k, v, None, True, scale)
+    B, H, T, D = out.shape
+    return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(B, T, H * D), lse
+
+
+def packed_attention_backward(dout, qkv, out, lse, n_head, scale):
+    """The gradient dqkv (B, T, 3C) of packed_attention_forward, given dout and out (B, T, C)."""
+    q, k, v = packed_heads(qkv, 3, n_head)
+    grads = attention_backward(packed_heads(dout, 1, n_head)[0], q, k, v, packed_heads(out, 1, n_head)[0], lse,
+                               None, True, scale)
+    dqkv = np.empty(qkv.shape, np.result_type(*grads))
+    for part, g in zip(packed_heads(dqkv, 3, n_head), grads):
+        part[...] = g
+    return dqkv
+
+
 # ----- Adam / AdamW update, in place ---------------------------------------------------------
 def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step):
     """One Adam(W) step with PyTorch's formulas, updating param, exp_avg and exp_avg_sq in place.

@@ -80,25 +80,17 @@ class PackedCausalSelfAttention(Function):
     """Causal self-attention straight from a packed projection: qkv (B, T, 3C) -> (B, T, C), C = n_head * D.
 
     The same computation as splitting qkv into q, k, v, moving heads forward and calling
-    ScaledDotProductAttention(causal=True), but with one copy into the kernels' (B, H, T, D) layout
-    and one back per direction, instead of a split, three index ops and three copies (and their backward)."""
+    ScaledDotProductAttention(causal=True), but the kernels read the heads where they lie in qkv and write
+    the output and the gradient in the packed layouts: no split, no index ops, no copies."""
 
     def forward(self, qkv, n_head, scale=None):
         B, T, C3 = qkv.shape
         if C3 % (3 * n_head):
             raise ValueError(f"packed attention: last dim {C3} is not 3 * n_head ({n_head}) * head size")
-        D = C3 // (3 * n_head)
-        self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-        heads = np.ascontiguousarray(qkv.reshape(B, T, 3, n_head, D).transpose(2, 0, 3, 1, 4))
-        self.q, self.k, self.v = heads[0], heads[1], heads[2]  # contiguous (B, H, T, D) views
-        self.out, self.lse = kernels.attention_forward(self.q, self.k, self.v, None, True, self.scale)
-        return np.ascontiguousarray(self.out.transpose(0, 2, 1, 3)).reshape(B, T, C3 // 3)
+        self.scale = 1.0 / math.sqrt(C3 // (3 * n_head)) if scale is None else float(scale)
+        self.qkv, self.n_head = qkv, n_head
+        self.out, self.lse = kernels.packed_attention_forward(qkv, n_head, self.scale)
+        return self.out
 
     def backward(self, grad):
-        B, H, T, D = self.out.shape
-        dout = np.ascontiguousarray(grad.reshape(B, T, H, D).transpose(0, 2, 1, 3))
-        grads = kernels.attention_backward(dout, self.q, self.k, self.v, self.out, self.lse, None, True, self.scale)
-        dqkv = np.empty((B, T, 3, H, D), dtype=self.q.dtype)
-        for i, g in enumerate(grads):  # straight into the packed layout: NumPy's copy of a stacked (3, B, H, T, D)
-            dqkv[:, :, i] = g.transpose(0, 2, 1, 3)  # array to (B, T, 3, H, D) is several times slower
-        return dqkv.reshape(B, T, 3 * H * D), None
+        return kernels.packed_attention_backward(grad, self.qkv, self.out, self.lse, self.n_head, self.scale), None

@@ -11,7 +11,7 @@ checks a cached kernel against its own source file only: after editing `scalar.p
 `attention_heads.py`, delete the `__pycache__` directory here.
 
 Matrix products (`blas.py`) and attention split large calls across Numba's threads (`pieces`), into
-pieces (attention's give the same bits as one serial call); small calls stay serial, as a parallel
+pieces that compute what one serial call would; small calls stay serial, as a parallel
 region costs a few microseconds to start. The elementwise and row kernels stay serial: split the same
 way (2x faster alone), they made training steps slower, the small GPT's and the medium one's alike.
 """

@@ -7,7 +7,9 @@ few query rows against a KV cache) has no reuse to tile for and takes an untiled
 The (batch, head) pairs of a call are cut into chunks, one per thread (see `pieces`), and each chunk
 allocates its scratch buffers once and runs its pairs in order. One chunk runs without a parallel
 region. A pair's results do not depend on its chunk (the scratch buffers' leftovers never reach an
-output), so serial and parallel calls give the same bits.
+output), so serial and parallel calls compute the same values by the same per-pair code (bit for bit in the
+runs measured; the two callers are compiled separately, and under fast-math their copies of that code may
+round differently, so the tests allow for rounding).
 """
 import numpy as np
 from numba import njit, prange
@@ -83,6 +85,9 @@ def _chunks(B, H, L, S, D):
     return pieces(B * H * L * S * D if L > DECODE_MAX_ROWS else 0, PARALLEL_MIN_WORK, B * H)
 
 
+_NO_MASK = np.broadcast_to(np.False_, (1, 1, 1, 1))  # never read: has_mask is False
+
+
 def _prepare(arrays, mask, shape):
     """Contiguous arrays of one float dtype, and the mask as a read-only (B, H, L, S) view."""
     dt = np.result_type(*arrays)
@@ -104,12 +109,17 @@ def attention_forward(q, k, v, mask, causal, scale):
     (q, k, v), mask, has_mask = _prepare((q, k, v), mask, (B, H, L, S))
     out = np.empty((B, H, L, Dv), q.dtype)
     lse = np.empty((B, H, L), q.dtype)
-    chunks = _chunks(B, H, L, S, D)
+    _forward(q, k, v, mask, has_mask, causal, scale, out, lse)
+    return out, lse
+
+
+def _forward(q, k, v, mask, has_mask, causal, scale, out, lse):
+    B, H, L, D = q.shape
+    chunks = _chunks(B, H, L, k.shape[2], D)
     if chunks > 1:
         _attention_forward_parallel(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse, chunks)
     else:
         _attention_forward(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
-    return out, lse
 
 
 def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
@@ -120,10 +130,44 @@ def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     S = k.shape[-2]
     (dout, q, k, v, out, lse), mask, has_mask = _prepare((dout, q, k, v, out, lse), mask, (B, H, L, S))
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    _backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv)
+    return dq, dk, dv
+
+
+def _backward(dout, q, k, v, out, lse, mask, has_mask, causal, scale, dq, dk, dv):
+    B, H, L, D = q.shape
     args = (dout, q, k, v, out, lse, mask, has_mask, bool(causal), float(scale), dq, dk, dv)
-    chunks = _chunks(B, H, L, S, D)
+    chunks = _chunks(B, H, L, k.shape[2], D)
     if chunks > 1:
         _attention_backward_parallel(*args, chunks)
     else:
         _attention_backward(*args)
-    return dq, dk, dv
+
+
+def packed_attention_forward(qkv, n_head, scale):
+    """Causal self-attention of the heads packed in qkv (B, T, 3C): returns (out (B, T, C), lse (B, H, T)).
+
+    The kernels read each head's rows where they lie in qkv and write them where they belong in out:
+    no copy into a (B, H, T, D) layout and back."""
+    if qkv.dtype not in FLOAT_DTYPES:
+        return numpy_kernels.packed_attention_forward(qkv, n_head, scale)
+    qkv = np.ascontiguousarray(qkv)
+    B, T, C3 = qkv.shape
+    q, k, v = numpy_kernels.packed_heads(qkv, 3, n_head)
+    out = np.empty((B, T, C3 // 3), qkv.dtype)
+    lse = np.empty((B, n_head, T), qkv.dtype)
+    _forward(q, k, v, _NO_MASK, False, True, scale, numpy_kernels.packed_heads(out, 1, n_head)[0], lse)
+    return out, lse
+
+
+def packed_attention_backward(dout, qkv, out, lse, n_head, scale):
+    """The gradient dqkv (B, T, 3C) of packed_attention_forward, written in the packed layout."""
+    if qkv.dtype not in FLOAT_DTYPES or not dout.dtype == qkv.dtype == out.dtype == lse.dtype:
+        return numpy_kernels.packed_attention_backward(dout, qkv, out, lse, n_head, scale)
+    dout, qkv, out, lse = (np.ascontiguousarray(a) for a in (dout, qkv, out, lse))
+    dqkv = np.empty(qkv.shape, qkv.dtype)
+    q, k, v = numpy_kernels.packed_heads(qkv, 3, n_head)
+    dq, dk, dv = numpy_kernels.packed_heads(dqkv, 3, n_head)
+    _backward(numpy_kernels.packed_heads(dout, 1, n_head)[0], q, k, v, numpy_kernels.packed_heads(out, 1, n_head)[0],
+              lse, _NO_MASK, False, True, scale, dq, dk, dv)
+    return dqkv

@@ -73,10 +73,9 @@ def _zero(a, r, start, stop):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _zero_rows(a, rows):
-    """a[:rows] = 0 for a C-contiguous a, as one flat loop (rows are often shorter than a vector loop's step)."""
-    flat = a.reshape(a.size)
-    for e in range(rows * a.shape[1]):
-        flat[e] = 0
+    """a[:rows] = 0 (a's rows may be strided views of a wider array)."""
+    for r in range(rows):
+        _zero(a, r, 0, a.shape[1])
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")

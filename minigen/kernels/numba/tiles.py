@@ -13,7 +13,9 @@ compiles for, which are part of its cache key).
 
 Callers pad instead of handling ragged edges: the row count of a product is a multiple of ROWS and the
 column count a multiple of `lanes(out)`, and the rows and columns read must exist (padded scratch
-buffers, or arrays whose shapes happen to be whole blocks). Every sum runs in a fixed order (k
+buffers, or arrays whose shapes happen to be whole blocks). Rows may lie anywhere (a head's rows inside
+a (batch, time, 3 x width) projection, say), but each row must be contiguous: vectors are loaded from
+and stored to consecutive elements. Every sum runs in a fixed order (k
 ascending, one fused multiply-add each), so a product's result depends on its operands only.
 """
 from llvmlite import ir
@@ -57,9 +59,9 @@ def _block(vectors, transposed, accumulate):
     @intrinsic
     def block(typingctx, out, om, on, a, am, ak, b, bk, count):
         arrays = (out, a, b)
-        if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in arrays) \
+        if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout in "CA" for x in arrays) \
                 or out.dtype not in (types.float32, types.float64) or a.dtype != out.dtype or b.dtype != out.dtype:
-            return None  # vector loads need C-contiguous rows of one float dtype
+            return None  # 2-D arrays of one float dtype
 
         def codegen(context, builder, signature, args):
             _emit_block(context, builder, signature, args, vectors, transposed, accumulate)
