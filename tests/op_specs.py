@@ -342,6 +342,16 @@ def linear_cases(draw):
 
 spec("Linear", linear_cases(), reference=lambda x, w, b=0.0: x @ w.T + b)
 
+
+@st.composite
+def linear_gelu_cases(draw):
+    case = draw(linear_cases())
+    return Case(case.inputs, {"approximate": draw(st.sampled_from(["none", "tanh"]))})
+
+
+spec("LinearGelu", linear_gelu_cases(),
+     reference=lambda x, w, b=0.0, approximate="none": np_gelu(x @ w.T + b, approximate))
+
 # ----- fused ------------------------------------------------------------------------------------
 
 
@@ -475,6 +485,10 @@ def linear_composed(x, weight, bias=None):
     return y if bias is None else y + bias
 
 
+def linear_gelu_composed(x, weight, bias=None, approximate="none"):
+    return mg.nn.functional.gelu(linear_composed(x, weight, bias), approximate=approximate)
+
+
 def embedding_composed(weight, ids, padding_idx):
     rows = weight[ids]
     if padding_idx is None:
@@ -497,5 +511,6 @@ COMPOSITIONS = {
     "CrossEntropy": Composition(cross_entropy_composed),
     "LayerNorm": Composition(layer_norm_composed),
     "Linear": Composition(linear_composed),
+    "LinearGelu": Composition(linear_gelu_composed),
     "Embedding": Composition(embedding_composed, embedding_cases(padding=True)),
 }

@@ -385,6 +385,25 @@ def test_gemm_matches_reference_serial_and_split(dtype, data, m, k, n, transpose
             close(nb.gemm(a, b, transpose_a, transpose_b), want, dtype, scale=10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), m=st.sampled_from([1, 3, 16, 67]), k=st.sampled_from([1, 5, 64]), n=st.sampled_from([1, 17, 128]),
+       approximate=st.sampled_from(["none", "tanh"]), bias=st.booleans())
+@settings(max_examples=25)
+def test_linear_gelu_matches_reference_serial_and_split(dtype, data, m, k, n, approximate, bias):
+    x, w, g = draw_array(data, (m, k), dtype), draw_array(data, (n, k), dtype), draw_array(data, (m, n), dtype)
+    b = draw_array(data, (n,), dtype) if bias else None
+    h_ref, y_ref = ref.linear_gelu_forward(x, w, b, approximate)
+    grads_ref = ref.linear_gelu_backward(g, x, w, h_ref, approximate)
+    for threads in (1, 2):
+        with split_calls(threads):
+            h, y = nb.linear_gelu_forward(x, w, b, approximate)
+            grads = nb.linear_gelu_backward(g, x, w, h_ref, approximate)
+        close(h, h_ref, dtype, scale=10)
+        close(y, y_ref, dtype, scale=10)
+        for got, want in zip(grads, grads_ref):
+            close(got, want, dtype, scale=20)
+
+
 @split_calls(2)
 def test_gemm_splits_rows_or_columns_and_handles_views():
     """Tall products split their rows, a single row its columns; views and other dtypes still work."""

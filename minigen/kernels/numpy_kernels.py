@@ -18,6 +18,22 @@ def gemm(a, b, transpose_a, transpose_b):
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
+def linear_gelu_forward(x, weight, bias, approximate):
+    """A Linear layer followed by GELU, for 2-D x: returns (h, y), h = x @ weight.T + bias (bias may be None)
+    and y = gelu(h, approximate)."""
+    h = gemm(x, weight, False, True)
+    if bias is not None:
+        h += bias
+    return h, gelu_forward(h, approximate)
+
+
+def linear_gelu_backward(grad, x, weight, h, approximate):
+    """(gx, gweight, dh) for linear_gelu_forward's y, given dy = grad: dh = grad * gelu'(h) is also the
+    pre-activation's gradient (the bias gradient is its column sum)."""
+    dh = gelu_backward(grad, h, approximate)
+    return gemm(dh, weight, False, False), gemm(dh, x, True, False), dh
+
+
 # ----- LayerNorm over the last axis of a 2-D array (rows, features) ------------------------
 def layer_norm_forward(x, weight, bias, eps):
     """Return (y, mean, rstd); weight/bias may be None. Statistics are kept for backward."""

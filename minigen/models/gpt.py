@@ -119,7 +119,7 @@ class MLP(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x):
-        x = F.gelu(self.c_fc(x), approximate=self.approximate)
+        x = F.linear_gelu(x, self.c_fc.weight, self.c_fc.bias, approximate=self.approximate)  # c_fc, then GELU
         return F.dropout(self.c_proj(x), self.dropout, self.training)
 
 

@@ -15,6 +15,13 @@ def linear(input, weight, bias=None):
     return ops.Linear.apply(input, weight, bias)
 
 
+def linear_gelu(input, weight, bias=None, approximate="none"):
+    """gelu(linear(input, weight, bias), approximate) as one op (see `ops.LinearGelu`)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return ops.LinearGelu.apply(input, weight, bias, approximate=approximate)
+
+
 def _check_ids(ids, num_embeddings, name="input"):
     ids_arr = ids.data if isinstance(ids, Tensor) else np.asarray(ids)
     if ids_arr.dtype.kind not in "iu":

@@ -7,7 +7,7 @@ from ..autograd import Tensor, as_tensor
 from .elementwise import (Abs, Add, Cast, Div, Dropout, Exp, Gelu, Log, MaskedFill, Mul, Neg, Pow, Relu, Sigmoid,
                           Sqrt, Sub, Tanh, Where)
 from .fused import CrossEntropy, Embedding, LayerNorm, LogSoftmax, Softmax
-from .matmul import Linear, MatMul
+from .matmul import Linear, LinearGelu, MatMul
 from .attention import ScaledDotProductAttention
 from .rnn import Recurrence
 from .reduce import Amax, Mean, Sum, Var

@@ -61,3 +61,23 @@ class Linear(Function):
         gw = kernels.gemm(g2, x2, True, False)
         gb = g2.sum(axis=0) if self.has_bias else None
         return gx, gw, gb
+
+
+class LinearGelu(Function):
+    """gelu(x @ W.T + b, approximate): a Linear layer and its GELU in one op, the first half of a transformer MLP.
+
+    Fused so that each thread applies GELU to its rows of the product while they are in its cache (and
+    in backward, GELU's derivative right before its rows of the input-gradient product)."""
+
+    def forward(self, x, weight, bias=None, approximate="none"):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear_gelu: input has {x.shape[-1]} features (shape {x.shape}), "
+                             f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+        self.x, self.weight, self.has_bias, self.approximate = x, weight, bias is not None, approximate
+        self.h, y = kernels.linear_gelu_forward(x.reshape(-1, x.shape[-1]), weight, bias, approximate)
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, grad):
+        gx, gw, dh = kernels.linear_gelu_backward(grad.reshape(self.h.shape), self.x.reshape(self.h.shape[0], -1),
+                                                  self.weight, self.h, self.approximate)
+        return gx.reshape(self.x.shape), gw, (dh.sum(axis=0) if self.has_bias else None)

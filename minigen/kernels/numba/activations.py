@@ -21,7 +21,8 @@ GELU_CUBIC = 0.044715
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gelu_forward(x, tanh_form, y):
+def gelu_flat(x, tanh_form, y):
+    """y = gelu(x) on 1-D arrays (the fused Linear + GELU kernels call it on each thread's rows)."""
     dt = x.dtype.type
     half, one, inv_sqrt2 = dt(0.5), dt(1.0), dt(INV_SQRT_2)
     k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)  # -2u = x (k1 + k2 x^2)
@@ -36,7 +37,8 @@ def _gelu_forward(x, tanh_form, y):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gelu_backward(dy, x, tanh_form, dx):
+def gelu_backward_flat(dy, x, tanh_form, dx):
+    """dx = dy * gelu'(x) on 1-D arrays."""
     dt = x.dtype.type
     half, one, inv_sqrt2, inv_sqrt_2pi = dt(0.5), dt(1.0), dt(INV_SQRT_2), dt(INV_SQRT_2PI)
     k1, k2 = dt(-2.0 * SQRT_2_OVER_PI), dt(-2.0 * SQRT_2_OVER_PI * GELU_CUBIC)
@@ -55,7 +57,7 @@ def _gelu_backward(dy, x, tanh_form, dx):
             dx[i] = dy[i] * (cdf + v * inv_sqrt_2pi * fast_exp(-half * v * v))
 
 
-def _check_approximate(approximate):
+def check_approximate(approximate):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return approximate == "tanh"
@@ -63,17 +65,17 @@ def _check_approximate(approximate):
 
 def gelu_forward(x, approximate):
     """GELU; approximate='tanh' is GPT-2's `gelu_new`, 'none' the exact erf form."""
-    tanh_form = _check_approximate(approximate)
+    tanh_form = check_approximate(approximate)
     if x.dtype not in FLOAT_DTYPES:
         return numpy_kernels.gelu_forward(x, approximate)
     y = np.empty(x.shape, x.dtype)  # not ascontiguousarray's output: that turns a 0-d array into 1-d
-    _gelu_forward(np.ascontiguousarray(x).reshape(-1), tanh_form, y.reshape(-1))
+    gelu_flat(np.ascontiguousarray(x).reshape(-1), tanh_form, y.reshape(-1))
     return y
 
 
 def gelu_backward(dy, x, approximate):
     """dy times the derivative of GELU at x, in x's dtype like the reference."""
-    tanh_form = _check_approximate(approximate)
+    tanh_form = check_approximate(approximate)
     dt = np.result_type(dy, x)
     if dt not in FLOAT_DTYPES:
         return numpy_kernels.gelu_backward(dy, x, approximate)
@@ -81,5 +83,5 @@ def gelu_backward(dy, x, approximate):
     if np.shape(dy) != x.shape:  # np.broadcast_to costs microseconds: only when needed
         dy = np.broadcast_to(dy, x.shape)
     flat_dy = np.ascontiguousarray(dy, dtype=dt).reshape(-1)
-    _gelu_backward(flat_dy, np.ascontiguousarray(x, dtype=dt).reshape(-1), tanh_form, dx.reshape(-1))
+    gelu_backward_flat(flat_dy, np.ascontiguousarray(x, dtype=dt).reshape(-1), tanh_form, dx.reshape(-1))
     return dx.astype(x.dtype, copy=False)
