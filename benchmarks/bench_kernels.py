@@ -3,7 +3,9 @@
     python benchmarks/bench_kernels.py [--markdown FILE] [--repeat 7] [--skip-large-attention]
 
 Times are per call, the best of `--repeat` timings after one warm-up call (so compilation is excluded: it
-is reported separately), each timing long enough (about 2 ms) for microsecond kernels; wall-clock, float32. "speed-up" is NumPy time / Numba time; the report lists every case
+is reported separately), each timing long enough (about 2 ms) for microsecond kernels; wall-clock, float32.
+Each side runs as its backend would: NumPy's BLAS on its own threads for the reference, on one thread per
+piece for the Numba side's split products. "speed-up" is NumPy time / Numba time; the report lists every case
 where NumPy was faster (a kernel should then hand that case to the reference).
 Attention peak memory (causal, B=8, H=8, d=64) is what tracemalloc sees during forward + backward:
 every NumPy allocation including the kernels' outputs, but not the Numba kernels' scratch buffers
@@ -26,6 +28,7 @@ sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 
+from minigen import kernels  # noqa: E402
 from minigen.kernels import numba_kernels as nb  # noqa: E402
 from minigen.kernels import numpy_kernels as ref  # noqa: E402
 
@@ -95,6 +98,25 @@ def elementwise_cases():
         yield "adamw_update", f"{size} params", state + (1e-3, 0.9, 0.99, 1e-8, 0.1, 10)
 
 
+def product_cases():
+    """The Linear layers' products of the small and the medium GPT, and their packed attention."""
+    for rows, width in [(768, 128), (2048, 384)]:
+        x, g = randn(rows, width), randn(rows, 4 * width)
+        w_qkv, w_fc = randn(3 * width, width), randn(4 * width, width)
+        yield "gemm", f"x ({rows}, {width}) @ W.T, W ({3 * width}, {width})", (x, w_qkv, False, True)
+        yield "gemm", f"g.T @ x, g ({rows}, {4 * width})", (g, x, True, False)
+        h, _ = ref.linear_gelu_forward(x, w_fc, None, "tanh")
+        label = f"x ({rows}, {width}), W ({4 * width}, {width}), tanh"
+        yield "linear_gelu_forward", label, (x, w_fc, None, "tanh")
+        yield "linear_gelu_backward", label, (g, x, w_fc, h, "tanh")
+    for B, T, H, D, what in [(12, 64, 4, 32, "small GPT"), (8, 256, 6, 64, "medium GPT")]:
+        qkv = randn(B, T, 3 * H * D)
+        out, lse = ref.packed_attention_forward(qkv, H, D ** -0.5)
+        label = f"B={B} T={T} H={H} d={D} ({what})"
+        yield "packed_attention_forward", label, (qkv, H, D ** -0.5)
+        yield "packed_attention_backward", label, (randn(B, T, H * D), qkv, out, lse, H, D ** -0.5)
+
+
 def attention_cases(large):
     shapes = [(1, 4, 1, 64, 32, "decode, cache 64"), (1, 4, 1, 512, 32, "decode, cache 512"),
               (12, 4, 64, 64, 32, "small GPT"), (8, 6, 256, 256, 64, "medium GPT")]
@@ -126,6 +148,9 @@ def kernel_rows(cases, repeat):
         big = name.startswith("attention") and "T=1024" in label
         runs = {}
         for side, module in (("numpy", ref), ("numba", nb)):
+            kernels.set_backend(side)  # the NumPy backend gives BLAS its threads back; Numba's splits products
+            if side == "numba":
+                time.sleep(0.3)  # OpenBLAS's idle threads spin ~0.1 s after the reference's last product
             fn = getattr(module, name)
             call_args = copy_args(args) if in_place else args
             runs[side] = best_time(lambda: fn(*call_args), 1 if big else repeat)
@@ -156,7 +181,7 @@ def parallel_rows(large, repeat):
     from minigen.kernels.numba import attention
     shapes = [(12, 4, 64, 32), (8, 6, 256, 64)] + ([(8, 8, 1024, 64)] if large else [])
     threads = numba.config.NUMBA_NUM_THREADS
-    saved = attention.parallel_threads, attention.PARALLEL_MIN_WORK, numba.get_num_threads()
+    saved = attention.PARALLEL_MIN_WORK, numba.get_num_threads()
     rows = []
     try:
         for B, H, T, D in shapes:
@@ -175,8 +200,8 @@ def parallel_rows(large, repeat):
             print(f"attention fwd+bwd {label}: serial {times[0] * 1e3:.2f} ms, prange on {threads} threads "
                   f"{times[1] * 1e3:.2f} ms", flush=True)
     finally:
-        attention.parallel_threads, attention.PARALLEL_MIN_WORK = saved[:2]
-        numba.set_num_threads(saved[2])
+        attention.PARALLEL_MIN_WORK = saved[0]
+        nb.set_num_threads(saved[1])
     return rows, threads
 
 
@@ -210,6 +235,13 @@ for dtype in (np.float32, np.float64):
     out, lse = kernels.attention_forward(q, q, q, None, True, 0.5)
     kernels.attention_backward(out, q, q, q, out, lse, None, True, 0.5)
     kernels.attention_forward(q[:, :, :1], q, q, None, True, 0.5)
+    b = np.ones((64, 64), dtype)  # large enough to be split across threads
+    kernels.gemm(b, b, False, True)
+    h, y = kernels.linear_gelu_forward(b, b, None, "tanh")
+    kernels.linear_gelu_backward(b, b, b, h, "tanh")
+    qkv = np.ones((1, 3, 24), dtype)
+    out, lse = kernels.packed_attention_forward(qkv, 2, 0.5)
+    kernels.packed_attention_backward(out, qkv, out, lse, 2, 0.5)
 t3 = time.perf_counter()
 print(json.dumps({"import minigen": t1 - t0, "load the Numba backend": t2 - t1,
                   "first call of every kernel, float32 and float64": t3 - t2}))
@@ -279,7 +311,7 @@ def main(argv=None):
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     large = not args.skip_large_attention
-    cases = [*row_cases(), *elementwise_cases(), *attention_cases(large)]
+    cases = [*row_cases(), *elementwise_cases(), *product_cases(), *attention_cases(large)]
     table = kernel_rows(cases, args.repeat)
     memory = []
     for T in ([256, 512, 1024] if large else [256, 512]):

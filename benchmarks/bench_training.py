@@ -33,9 +33,10 @@ GPT_OPTIM = dict(learning_rate=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
 GRAD_CLIP = 1.0
 VOCAB = 65  # random-token batches: the size of tinyshakespeare's character vocabulary
 
-# (warm-up steps, timed steps) per case; for `generate`, (warm-up tokens, timed new tokens).
-STEPS = {"gpt-small": {"full": (3, 30), "quick": (1, 2)},
-         "gpt-medium": {"full": (1, 5), "quick": (1, 1)},
+# (warm-up steps, timed steps) per case; for `generate`, (warm-up tokens, timed new tokens). About 3 s (small)
+# and 8 s (medium) of timed steps: shorter windows varied by 10-15% from run to run on the 2-core machine.
+STEPS = {"gpt-small": {"full": (3, 100), "quick": (1, 2)},
+         "gpt-medium": {"full": (2, 12), "quick": (1, 1)},
          "seq2seq": {"full": (2, 15), "quick": (1, 2)},
          "generate": {"full": (8, 200), "quick": (4, 16)}}
 CASES = tuple(STEPS)
