@@ -22,6 +22,10 @@ import numpy as np  # noqa: E402
 for _var in _blas_vars:
     del os.environ[_var]
 
+from .allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()
+
 from .autograd import Function, Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from . import ops
 from . import nn, optim, tokenizers, data, models

@@ -571,6 +571,13 @@ def test_thread_setting_reaches_blas_but_not_child_processes():
     assert default == [str(int(run_python("import numba; print(numba.config.NUMBA_NUM_THREADS)"))), "None"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator settings are glibc's")
+def test_allocator_keeps_freed_memory_unless_the_user_chose():
+    code = "import minigen; from minigen.allocator import keep_freed_memory; print(keep_freed_memory())"
+    assert run_python(code).split()[-1] == "True"
+    assert run_python(code, MALLOC_TRIM_THRESHOLD_="131072").split()[-1] == "False"
+
+
 def test_a_chosen_compile_target_is_left_alone():
     code = "import minigen.kernels as k; k.get_backend(); import numba; print(numba.config.CPU_FEATURES or '-')"
     # NUMBA_CPU_FEATURES="" hides what this process may have set: the child decides afresh
