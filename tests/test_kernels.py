@@ -424,15 +424,19 @@ def test_gemm_splits_rows_or_columns_and_handles_views():
 def test_blas_runs_on_one_thread_only_while_products_are_split(restore_backend):
     """Under the Numba backend with several threads BLAS is held at one thread; the NumPy backend, or one
     Numba thread, gives it back its own count."""
-    before = nb_blas._blas.get_threads()
+    was_held = nb_blas._saved_threads is not None
     try:
-        nb_blas.release_threads()
+        nb_blas.claim_threads(1)
         own = nb_blas._blas.get_threads()
         assert nb_blas.claim_threads(2) == 1
         assert nb_blas.claim_threads(2) == 1  # claiming twice keeps the count to give back
         assert nb_blas.claim_threads(1) == own
+        kernels.set_backend("numba")
+        assert nb_blas._blas.get_threads() == (1 if nb_package.threads > 1 else own)
+        kernels.set_backend("numpy")
+        assert nb_blas._blas.get_threads() == own
     finally:
-        nb_blas._blas.set_threads(before)
+        nb_blas.claim_threads(2 if was_held else 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -109,11 +109,6 @@ def claim_threads(numba_threads):
     return _blas.get_threads()
 
 
-def release_threads():
-    """Give BLAS its own thread count back (the NumPy backend is selected)."""
-    claim_threads(1)
-
-
 @intrinsic
 def _call(typingctx, address, args):
     """Call the C function at `address` with the values of the tuple `args`, returning nothing.
