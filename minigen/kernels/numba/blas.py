@@ -6,8 +6,9 @@ the cores with those spinning threads, and on a small machine both lose: the two
 used together. So minigen keeps one pool. With the Numba backend on more than one thread, BLAS is set
 to one thread (`claim_threads`), and `gemm` cuts the rows of a product (or its columns, when there
 are few rows) into one piece per Numba thread; each thread calls BLAS's gemm on its piece. Each
-piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and attention,
-elementwise kernels and products all run on the same threads.
+piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and products and
+parallel attention run on the same threads. A Linear layer followed by GELU (`linear_gelu_forward`,
+`linear_gelu_backward`) applies GELU, or its derivative, to each thread's rows next to its product.
 
 BLAS is found in the process (the library NumPy loaded: OpenBLAS under its plain or `scipy_` names,
 with 32- or 64-bit integers) and called by address through `_call`, so that the compiled kernels hold
