@@ -236,6 +236,9 @@ def evaluate_pairs(model, tokenizer, pairs, num_beams=4, log=print):
     greedy decoding speed. Up to max(len(target)) + 1 new tokens are generated (the eos included)."""
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
     max_new_tokens = max(len(tokenizer.encode(t)) for t in references) + 1
+    # untimed: the first calls of the kernels a batch's prompt and its decoding steps use (compiled on a
+    # first run, loaded from the cache after it) are not decoding speed
+    complete(model, tokenizer, sources[:250], 2)
     start = time.perf_counter()
     greedy, generated = complete(model, tokenizer, sources, max_new_tokens)
     seconds = time.perf_counter() - start
