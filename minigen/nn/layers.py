@@ -208,4 +208,9 @@ class MLP(Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, input):
-        return self.dropout(self.c_proj(self.act(self.c_fc(input))))
+        if isinstance(self.act, GELU):  # one op: GELU runs on each thread's rows of c_fc's product
+            check_features(input, self.c_fc.in_features, "Linear")
+            hidden = F.linear_gelu(input, self.c_fc.weight, self.c_fc.bias, approximate=self.act.approximate)
+        else:
+            hidden = self.act(self.c_fc(input))
+        return self.dropout(self.c_proj(hidden))
