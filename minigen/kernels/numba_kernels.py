@@ -3,8 +3,7 @@
 The implementations live in the `numba` subpackage, one file per idea. A kernel missing here is
 served by the NumPy reference (see `minigen.kernels.__getattr__`).
 """
-from numba import config as numba_config, get_num_threads as numba_get_num_threads, \
-    set_num_threads as numba_set_num_threads
+from numba import config as numba_config, set_num_threads as numba_set_num_threads
 
 from . import numba as numba_package
 from .numba import blas
@@ -34,11 +33,11 @@ def set_num_threads(n):
     MINIGEN_NUM_THREADS, or one thread per core when it is unset."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
-    numba_set_num_threads(min(n, numba_config.NUMBA_NUM_THREADS))
     numba_package.threads = min(n, numba_config.NUMBA_NUM_THREADS)
-    blas.claim_threads(n)
+    numba_set_num_threads(numba_package.threads)
+    blas.claim_threads(numba_package.threads)
 
 
 def hold_blas_threads(active):
     """Hold BLAS at one thread while this backend is active and splits products; release it otherwise."""
-    blas.claim_threads(numba_get_num_threads() if active else 1)
+    blas.claim_threads(numba_package.threads if active else 1)

@@ -38,15 +38,19 @@ class MatMul(Function):
         return ga, gb
 
 
+def _check_features(name, x, weight):
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{name}: input has {x.shape[-1]} features (shape {x.shape}), "
+                         f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+
+
 class Linear(Function):
     """y = x @ W.T + b with W stored (out, in) as in PyTorch; x may have any leading dims.
 
     Fused so that the weight gradient is one GEMM over all leading dims and no transposed copy of W is made."""
 
     def forward(self, x, weight, bias=None):
-        if x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}), "
-                             f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+        _check_features("linear", x, weight)
         self.x, self.weight, self.has_bias = x, weight, bias is not None
         # one 2-D GEMM: NumPy's batched matmul against a shared matrix does not reach BLAS
         y = kernels.gemm(x.reshape(-1, x.shape[-1]), weight, False, True)
@@ -70,9 +74,9 @@ class LinearGelu(Function):
     in backward, GELU's derivative right before its rows of the input-gradient product)."""
 
     def forward(self, x, weight, bias=None, approximate="none"):
-        if x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear_gelu: input has {x.shape[-1]} features (shape {x.shape}), "
-                             f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        _check_features("linear_gelu", x, weight)
         self.x, self.weight, self.has_bias, self.approximate = x, weight, bias is not None, approximate
         self.h, y = kernels.linear_gelu_forward(x.reshape(-1, x.shape[-1]), weight, bias, approximate)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))

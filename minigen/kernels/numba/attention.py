@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import numpy_kernels
+from ..numpy_kernels import packed_heads
 from . import FLOAT_DTYPES, pieces
 from .attention_heads import backward_head, backward_scratch, decode_head, decode_scratch, forward_head, \
     forward_scratch
@@ -153,10 +154,10 @@ def packed_attention_forward(qkv, n_head, scale):
         return numpy_kernels.packed_attention_forward(qkv, n_head, scale)
     qkv = np.ascontiguousarray(qkv)
     B, T, C3 = qkv.shape
-    q, k, v = numpy_kernels.packed_heads(qkv, 3, n_head)
+    q, k, v = packed_heads(qkv, 3, n_head)
     out = np.empty((B, T, C3 // 3), qkv.dtype)
     lse = np.empty((B, n_head, T), qkv.dtype)
-    _forward(q, k, v, _NO_MASK, False, True, scale, numpy_kernels.packed_heads(out, 1, n_head)[0], lse)
+    _forward(q, k, v, _NO_MASK, False, True, scale, packed_heads(out, 1, n_head)[0], lse)
     return out, lse
 
 
@@ -166,8 +167,8 @@ def packed_attention_backward(dout, qkv, out, lse, n_head, scale):
         return numpy_kernels.packed_attention_backward(dout, qkv, out, lse, n_head, scale)
     dout, qkv, out, lse = (np.ascontiguousarray(a) for a in (dout, qkv, out, lse))
     dqkv = np.empty(qkv.shape, qkv.dtype)
-    q, k, v = numpy_kernels.packed_heads(qkv, 3, n_head)
-    dq, dk, dv = numpy_kernels.packed_heads(dqkv, 3, n_head)
-    _backward(numpy_kernels.packed_heads(dout, 1, n_head)[0], q, k, v, numpy_kernels.packed_heads(out, 1, n_head)[0],
+    q, k, v = packed_heads(qkv, 3, n_head)
+    dq, dk, dv = packed_heads(dqkv, 3, n_head)
+    _backward(packed_heads(dout, 1, n_head)[0], q, k, v, packed_heads(out, 1, n_head)[0],
               lse, _NO_MASK, False, True, scale, dq, dk, dv)
     return dqkv

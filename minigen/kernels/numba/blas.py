@@ -197,9 +197,17 @@ def _split_gelu_backward_gemm(address, wide_ints, grad, h, weight, dh, gx, tanh_
         _gemm_rows(address, wide_ints, dh, False, weight, False, gx, lo, hi)
 
 
+def _splittable(*arrays):
+    """Whether BLAS was found, the first two arrays (a product's operands) are 2-D, and all arrays share one
+    float dtype BLAS has a gemm for."""
+    dtype = arrays[0].dtype
+    return _blas is not None and dtype in _blas.gemm and all(a.dtype == dtype for a in arrays) \
+        and arrays[0].ndim == arrays[1].ndim == 2
+
+
 def gemm(a, b, transpose_a, transpose_b):
     """op(a) @ op(b) for 2-D arrays, op(x) = x.T when its flag is set (see `numpy_kernels.gemm`)."""
-    if _blas is None or a.dtype != b.dtype or a.dtype not in _blas.gemm or a.ndim != 2 or b.ndim != 2:
+    if not _splittable(a, b):
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)
     m = a.shape[1] if transpose_a else a.shape[0]
     k = a.shape[0] if transpose_a else a.shape[1]
@@ -217,9 +225,7 @@ def gemm(a, b, transpose_a, transpose_b):
 def _linear_gelu_chunks(x, weight, *others):
     """Row pieces for the fused Linear + GELU kernels: 1 (compose the plain kernels) unless BLAS was found,
     the arrays are 2-D of one float dtype and the product is large enough."""
-    arrays = (x, weight) + others
-    if _blas is None or x.dtype not in _blas.gemm or any(a.dtype != x.dtype for a in arrays) \
-            or x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+    if not _splittable(x, weight, *others) or x.shape[1] != weight.shape[1]:
         return 1
     return pieces(x.shape[0] * weight.shape[0] * x.shape[1], SPLIT_MIN_WORK, x.shape[0])
 
@@ -250,4 +256,4 @@ def linear_gelu_backward(grad, x, weight, h, approximate):
     dh, gx = np.empty_like(h), np.empty(x.shape, x.dtype)
     _split_gelu_backward_gemm(_blas.gemm[x.dtype], _blas.wide_ints, np.ascontiguousarray(grad), np.ascontiguousarray(h),
                               np.ascontiguousarray(weight), dh, gx, tanh_form, chunks)
-    return gx, gemm(dh, np.ascontiguousarray(x), True, False), dh
+    return gx, gemm(dh, x, True, False), dh
