@@ -105,10 +105,13 @@ def product_cases():
         w_qkv, w_fc = randn(3 * width, width), randn(4 * width, width)
         yield "gemm", f"x ({rows}, {width}) @ W.T, W ({3 * width}, {width})", (x, w_qkv, False, True)
         yield "gemm", f"g.T @ x, g ({rows}, {4 * width})", (g, x, True, False)
+        label = f"x ({rows}, {width}), W ({3 * width}, {width}), bias"
+        yield "linear_forward", label, (x, w_qkv, randn(3 * width))
+        yield "linear_backward", label, (g[:, :3 * width].copy(), x, w_qkv, True)
         h, _ = ref.linear_gelu_forward(x, w_fc, None, "tanh")
-        label = f"x ({rows}, {width}), W ({4 * width}, {width}), tanh"
-        yield "linear_gelu_forward", label, (x, w_fc, None, "tanh")
-        yield "linear_gelu_backward", label, (g, x, w_fc, h, "tanh")
+        label = f"x ({rows}, {width}), W ({4 * width}, {width}), bias, tanh"
+        yield "linear_gelu_forward", label, (x, w_fc, randn(4 * width), "tanh")
+        yield "linear_gelu_backward", label, (g, x, w_fc, h, "tanh", True)
     for B, T, H, D, what in [(12, 64, 4, 32, "small GPT"), (8, 256, 6, 64, "medium GPT")]:
         qkv = randn(B, T, 3 * H * D)
         out, lse = ref.packed_attention_forward(qkv, H, D ** -0.5)
@@ -237,8 +240,10 @@ for dtype in (np.float32, np.float64):
     kernels.attention_forward(q[:, :, :1], q, q, None, True, 0.5)
     b = np.ones((64, 64), dtype)  # large enough to be split across threads
     kernels.gemm(b, b, False, True)
-    h, y = kernels.linear_gelu_forward(b, b, None, "tanh")
-    kernels.linear_gelu_backward(b, b, b, h, "tanh")
+    kernels.linear_forward(b, b, b[0])
+    kernels.linear_backward(b, b, b, True)
+    h, y = kernels.linear_gelu_forward(b, b, b[0], "tanh")
+    kernels.linear_gelu_backward(b, b, b, h, "tanh", True)
     qkv = np.ones((1, 3, 24), dtype)
     out, lse = kernels.packed_attention_forward(qkv, 2, 0.5)
     kernels.packed_attention_backward(out, qkv, out, lse, 2, 0.5)

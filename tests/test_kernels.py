@@ -387,21 +387,30 @@ def test_gemm_matches_reference_serial_and_split(dtype, data, m, k, n, transpose
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data(), m=st.sampled_from([1, 3, 16, 67]), k=st.sampled_from([1, 5, 64]), n=st.sampled_from([1, 17, 128]),
-       approximate=st.sampled_from(["none", "tanh"]), bias=st.booleans())
-@settings(max_examples=25)
-def test_linear_gelu_matches_reference_serial_and_split(dtype, data, m, k, n, approximate, bias):
+       approximate=st.sampled_from([None, "none", "tanh"]), bias=st.booleans())
+@settings(max_examples=30)
+def test_linear_and_linear_gelu_match_reference_serial_and_split(dtype, data, m, k, n, approximate, bias):
+    """approximate None: the plain Linear kernels. Split in 2 and 3 pieces, the weight and bias gradients are
+    sums of per-piece shares."""
     x, w, g = draw_array(data, (m, k), dtype), draw_array(data, (n, k), dtype), draw_array(data, (m, n), dtype)
     b = draw_array(data, (n,), dtype) if bias else None
-    h_ref, y_ref = ref.linear_gelu_forward(x, w, b, approximate)
-    grads_ref = ref.linear_gelu_backward(g, x, w, h_ref, approximate)
-    for threads in (1, 2):
+
+    def run(kernels):
+        if approximate is None:
+            return [kernels.linear_forward(x, w, b)], kernels.linear_backward(g, x, w, bias)
+        h, y = kernels.linear_gelu_forward(x, w, b, approximate)
+        h_ref = ref.linear_gelu_forward(x, w, b, approximate)[0]  # both sides' backward from the same h
+        return [h, y], kernels.linear_gelu_backward(g, x, w, h_ref, approximate, bias)
+    outs_ref, grads_ref = run(ref)
+    for threads in (1, 2, 3):
         with split_calls(threads):
-            h, y = nb.linear_gelu_forward(x, w, b, approximate)
-            grads = nb.linear_gelu_backward(g, x, w, h_ref, approximate)
-        close(h, h_ref, dtype, scale=10)
-        close(y, y_ref, dtype, scale=10)
+            outs, grads = run(nb)
+        for got, want in zip(outs, outs_ref):
+            close(got, want, dtype, scale=10)
+        assert (grads[2] is None) == (grads_ref[2] is None) == (not bias)
         for got, want in zip(grads, grads_ref):
-            close(got, want, dtype, scale=20)
+            if want is not None:
+                close(got, want, dtype, scale=20)
 
 
 @split_calls(2)

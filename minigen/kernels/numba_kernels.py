@@ -12,7 +12,7 @@ from .numba.adam import adamw_amsgrad_update, adamw_update
 from .numba.attention import attention_backward, attention_forward, packed_attention_backward, \
     packed_attention_forward
 from .numba.attention_heads import MASKED_SCORE
-from .numba.blas import gemm, linear_gelu_backward, linear_gelu_forward
+from .numba.blas import gemm, linear_backward, linear_forward, linear_gelu_backward, linear_gelu_forward
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
@@ -21,7 +21,7 @@ from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_no
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "attention_backward", "attention_forward",
            "cross_entropy_backward", "cross_entropy_forward", "embedding_backward", "gelu_backward", "gelu_forward", "gemm",
            "gru_gates_backward", "gru_gates_forward", "layer_norm_backward", "layer_norm_forward",
-           "linear_gelu_backward", "linear_gelu_forward",
+           "linear_backward", "linear_forward", "linear_gelu_backward", "linear_gelu_forward",
            "log_softmax_backward", "log_softmax_forward", "packed_attention_backward",
            "packed_attention_forward", "set_num_threads", "softmax_backward", "softmax_forward"]
 

@@ -18,20 +18,29 @@ def gemm(a, b, transpose_a, transpose_b):
     return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
 
 
+def linear_forward(x, weight, bias):
+    """A Linear layer on 2-D x: x @ weight.T + bias (bias may be None)."""
+    y = gemm(x, weight, False, True)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(grad, x, weight, has_bias):
+    """(gx, gweight, gbias) of linear_forward given dy = grad; gbias is None unless has_bias."""
+    return gemm(grad, weight, False, False), gemm(grad, x, True, False), grad.sum(axis=0) if has_bias else None
+
+
 def linear_gelu_forward(x, weight, bias, approximate):
     """A Linear layer followed by GELU, for 2-D x: returns (h, y), h = x @ weight.T + bias (bias may be None)
     and y = gelu(h, approximate)."""
-    h = gemm(x, weight, False, True)
-    if bias is not None:
-        h += bias
+    h = linear_forward(x, weight, bias)
     return h, gelu_forward(h, approximate)
 
 
-def linear_gelu_backward(grad, x, weight, h, approximate):
-    """(gx, gweight, dh) for linear_gelu_forward's y, given dy = grad: dh = grad * gelu'(h) is also the
-    pre-activation's gradient (the bias gradient is its column sum)."""
-    dh = gelu_backward(grad, h, approximate)
-    return gemm(dh, weight, False, False), gemm(dh, x, True, False), dh
+def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
+    """(gx, gweight, gbias) of linear_gelu_forward's y given dy = grad: linear_backward of dh = grad * gelu'(h)."""
+    return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
 
 
 # ----- LayerNorm over the last axis of a 2-D array (rows, features) ------------------------

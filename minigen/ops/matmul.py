@@ -47,24 +47,20 @@ def _check_features(name, x, weight):
 class Linear(Function):
     """y = x @ W.T + b with W stored (out, in) as in PyTorch; x may have any leading dims.
 
-    Fused so that the weight gradient is one GEMM over all leading dims and no transposed copy of W is made."""
+    Fused so that the weight gradient is one GEMM over all leading dims and no transposed copy of W is made;
+    the kernels add the bias, and sum its gradient, on each thread's rows next to their products."""
 
     def forward(self, x, weight, bias=None):
         _check_features("linear", x, weight)
         self.x, self.weight, self.has_bias = x, weight, bias is not None
         # one 2-D GEMM: NumPy's batched matmul against a shared matrix does not reach BLAS
-        y = kernels.gemm(x.reshape(-1, x.shape[-1]), weight, False, True)
-        if bias is not None:
-            y += bias
+        y = kernels.linear_forward(x.reshape(-1, x.shape[-1]), weight, bias)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
-        g2 = grad.reshape(-1, grad.shape[-1])
-        x2 = self.x.reshape(-1, self.x.shape[-1])
-        gx = kernels.gemm(g2, self.weight, False, False).reshape(self.x.shape)
-        gw = kernels.gemm(g2, x2, True, False)
-        gb = g2.sum(axis=0) if self.has_bias else None
-        return gx, gw, gb
+        gx, gw, gb = kernels.linear_backward(grad.reshape(-1, grad.shape[-1]), self.x.reshape(-1, self.x.shape[-1]),
+                                             self.weight, self.has_bias)
+        return gx.reshape(self.x.shape), gw, gb
 
 
 class LinearGelu(Function):
@@ -82,6 +78,6 @@ class LinearGelu(Function):
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
-        gx, gw, dh = kernels.linear_gelu_backward(grad.reshape(self.h.shape), self.x.reshape(self.h.shape[0], -1),
-                                                  self.weight, self.h, self.approximate)
-        return gx.reshape(self.x.shape), gw, (dh.sum(axis=0) if self.has_bias else None)
+        gx, gw, gb = kernels.linear_gelu_backward(grad.reshape(self.h.shape), self.x.reshape(self.h.shape[0], -1),
+                                                  self.weight, self.h, self.approximate, self.has_bias)
+        return gx.reshape(self.x.shape), gw, gb

@@ -7,8 +7,10 @@ used together. So minigen keeps one pool. With the Numba backend on more than on
 to one thread (`claim_threads`), and `gemm` cuts the rows of a product (or its columns, when there
 are few rows) into one piece per Numba thread; each thread calls BLAS's gemm on its piece. Each
 piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and products and
-parallel attention run on the same threads. A Linear layer followed by GELU (`linear_gelu_forward`,
-`linear_gelu_backward`) applies GELU, or its derivative, to each thread's rows next to its product.
+parallel attention run on the same threads. The Linear layers (`linear_forward`, `linear_backward`, and
+`linear_gelu_*` for a Linear followed by GELU) give each thread a block of rows and do everything for those rows
+while they are in its cache: bias and GELU after the product; in backward GELU's derivative, the input gradient,
+and the block's share of the weight and bias gradients (summed over the blocks at the end).
 
 BLAS is found in the process (the library NumPy loaded: OpenBLAS under its plain or `scipy_` names,
 with 32- or 64-bit integers) and called by address through `_call`, so that the compiled kernels hold
@@ -168,9 +170,9 @@ def _split_gemm(address, wide_ints, a, ta, b, tb, out, chunks, by_rows):
 
 
 @njit(parallel=True, cache=True)
-def _split_linear_gelu(address, wide_ints, x, weight, bias, h, y, tanh_form, chunks):
-    """h = x @ weight.T + bias (bias empty: none), y = gelu(h); each thread adds the bias and applies GELU to
-    its block of rows right after its product, while the block is in its cache.
+def _split_linear(address, wide_ints, x, weight, bias, h, y, gelu, tanh_form, chunks):
+    """h = x @ weight.T + bias (bias empty: none), and y = gelu(h) when `gelu`; each thread adds the bias (and
+    applies GELU) to its block of rows right after its product, while the block is in its cache.
 
     GELU runs as the plain kernel on the block's slices: the same loop written over an index range of the
     whole arrays, inside prange, measured 2.5x slower (it did not vectorize as well)."""
@@ -180,21 +182,71 @@ def _split_linear_gelu(address, wide_ints, x, weight, bias, h, y, tanh_form, chu
         lo, hi = chunk * m // chunks, (chunk + 1) * m // chunks
         _gemm_rows(address, wide_ints, x, False, weight, True, h, lo, hi)
         if bias.shape[0]:
-            for i in range(lo, hi):
-                for j in range(n):
-                    h[i, j] += bias[j]
-        gelu_flat(flat_h[lo * n:hi * n], tanh_form, flat_y[lo * n:hi * n])
+            _add_rows(flat_h[lo * n:hi * n], bias)
+        if gelu:
+            gelu_flat(flat_h[lo * n:hi * n], tanh_form, flat_y[lo * n:hi * n])
 
 
 @njit(parallel=True, cache=True)
-def _split_gelu_backward_gemm(address, wide_ints, grad, h, weight, dh, gx, tanh_form, chunks):
-    """dh = grad * gelu'(h), gx = dh @ weight; each thread its block of rows of both."""
-    m, n = h.shape
+def _split_linear_backward(address, wide_ints, grad, h, x, weight, dh, gx, gw, gb, parts, bias_parts, gelu,
+                           tanh_form, chunks):
+    """The gradients of _split_linear given dy = grad: dh = grad * gelu'(h) when `gelu` (else dh is grad),
+    gx = dh @ weight, gw = dh.T @ x, gb = dh's column sums (gb empty: no bias).
+
+    Each thread takes a block of rows and does all of it on them: dh, gx, and its share of gw and gb (the
+    product and sum over its rows), so the block is read from memory once. The first block's shares go straight
+    into gw and gb, the others' into `parts` and `bias_parts`, added in block order (the same result on every
+    run with the same thread count)."""
+    m, n = grad.shape
+    k = x.shape[1]
+    size = x.itemsize
     flat_grad, flat_h, flat_dh = grad.reshape(grad.size), h.reshape(h.size), dh.reshape(dh.size)
     for chunk in prange(chunks):
         lo, hi = chunk * m // chunks, (chunk + 1) * m // chunks
-        gelu_backward_flat(flat_grad[lo * n:hi * n], flat_h[lo * n:hi * n], tanh_form, flat_dh[lo * n:hi * n])
-        _gemm_rows(address, wide_ints, dh, False, weight, False, gx, lo, hi)
+        if gelu:
+            gelu_backward_flat(flat_grad[lo * n:hi * n], flat_h[lo * n:hi * n], tanh_form, flat_dh[lo * n:hi * n])
+            d = dh
+        else:
+            d = grad
+        _gemm_rows(address, wide_ints, d, False, weight, False, gx, lo, hi)
+        share = gw if chunk == 0 else parts[chunk - 1]
+        _gemm_call(address, wide_ints, True, False, n, k, hi - lo, d.ctypes.data + lo * n * size, n,
+                   x.ctypes.data + lo * k * size, k, share.ctypes.data, k, x.dtype.type(1), x.dtype.type(0))
+        if gb.shape[0]:
+            _column_sums(d.reshape(d.size)[lo * n:hi * n], gb if chunk == 0 else bias_parts[chunk - 1])
+    flat_gw = gw.reshape(gw.size)
+    flat_parts = parts.reshape(chunks - 1, gw.size)
+    for chunk in prange(chunks):
+        lo, hi = chunk * gw.size // chunks, (chunk + 1) * gw.size // chunks
+        for part in range(chunks - 1):
+            _add_into(flat_gw[lo:hi], flat_parts[part, lo:hi])
+    for part in range(chunks - 1):
+        _add_into(gb, bias_parts[part])
+
+
+@njit(cache=True)
+def _add_rows(flat, row):
+    """flat viewed as rows of row.size: add row to each."""
+    n = row.shape[0]
+    for i in range(flat.shape[0] // n):
+        for j in range(n):
+            flat[i * n + j] += row[j]
+
+
+@njit(cache=True)
+def _column_sums(flat, out):
+    """out = column sums of flat viewed as rows of out.size."""
+    n = out.shape[0]
+    out[:] = 0
+    for i in range(flat.shape[0] // n):
+        for j in range(n):
+            out[j] += flat[i * n + j]
+
+
+@njit(cache=True)
+def _add_into(out, x):
+    for i in range(out.shape[0]):
+        out[i] += x[i]
 
 
 def _splittable(*arrays):
@@ -222,38 +274,65 @@ def gemm(a, b, transpose_a, transpose_b):
     return out
 
 
-def _linear_gelu_chunks(x, weight, *others):
-    """Row pieces for the fused Linear + GELU kernels: 1 (compose the plain kernels) unless BLAS was found,
-    the arrays are 2-D of one float dtype and the product is large enough."""
+def _linear_chunks(x, weight, *others):
+    """Row pieces for the Linear kernels: 1 (compose the plain kernels) unless BLAS was found, the arrays are
+    2-D of one float dtype and the product is large enough."""
     if not _splittable(x, weight, *others) or x.shape[1] != weight.shape[1]:
         return 1
     return pieces(x.shape[0] * weight.shape[0] * x.shape[1], SPLIT_MIN_WORK, x.shape[0])
 
 
-def linear_gelu_forward(x, weight, bias, approximate):
-    """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
-    tanh_form = check_approximate(approximate)
-    chunks = _linear_gelu_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 1:
-        h = gemm(x, weight, False, True)
-        if bias is not None:
-            h += bias
-        return h, gelu_forward(h, approximate)
+def _linear(x, weight, bias, gelu, tanh_form, chunks):
+    """(h, y) of _split_linear (y is h without GELU)."""
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
-    y = np.empty_like(h)
-    _split_linear_gelu(_blas.gemm[x.dtype], _blas.wide_ints, np.ascontiguousarray(x), np.ascontiguousarray(weight),
-                       np.ascontiguousarray(bias if bias is not None else weight[0, :0]), h, y, tanh_form, chunks)
+    y = np.empty_like(h) if gelu else h
+    _split_linear(_blas.gemm[x.dtype], _blas.wide_ints, np.ascontiguousarray(x), np.ascontiguousarray(weight),
+                  np.ascontiguousarray(bias if bias is not None else weight[0, :0]), h, y, gelu, tanh_form, chunks)
     return h, y
 
 
-def linear_gelu_backward(grad, x, weight, h, approximate):
-    """(gx, gweight, dh) of linear_gelu_forward, dh = grad * gelu'(h) (see `numpy_kernels.linear_gelu_backward`)."""
+def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
+    """(gx, gw, gb) of _split_linear_backward (gb None without bias)."""
+    n, k = weight.shape
+    grad = np.ascontiguousarray(grad)
+    h = np.ascontiguousarray(h) if gelu else grad
+    gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
+    _split_linear_backward(_blas.gemm[x.dtype], _blas.wide_ints, grad, h, np.ascontiguousarray(x),
+                           np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw, gb, np.empty((chunks - 1, n, k), x.dtype),
+                           np.empty((chunks - 1, gb.shape[0]), x.dtype), gelu, tanh_form, chunks)
+    return gx, gw, (gb if has_bias else None)
+
+
+def linear_forward(x, weight, bias):
+    """x @ weight.T + bias for 2-D x, bias may be None (see `numpy_kernels.linear_forward`)."""
+    chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
+    if chunks == 1:
+        return numpy_kernels.linear_forward(x, weight, bias)
+    return _linear(x, weight, bias, False, False, chunks)[0]
+
+
+def linear_backward(grad, x, weight, has_bias):
+    """(gx, gweight, gbias) of linear_forward (see `numpy_kernels.linear_backward`)."""
+    chunks = _linear_chunks(x, weight, grad)
+    if chunks == 1 or grad.shape != (x.shape[0], weight.shape[0]):
+        return numpy_kernels.linear_backward(grad, x, weight, has_bias)
+    return _linear_backward(grad, x, weight, None, has_bias, False, False, chunks)
+
+
+def linear_gelu_forward(x, weight, bias, approximate):
+    """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
     tanh_form = check_approximate(approximate)
-    chunks = _linear_gelu_chunks(x, weight, grad, h)
+    chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
+    if chunks == 1:
+        h = linear_forward(x, weight, bias)
+        return h, gelu_forward(h, approximate)
+    return _linear(x, weight, bias, True, tanh_form, chunks)
+
+
+def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
+    """(gx, gweight, gbias) of linear_gelu_forward (see `numpy_kernels.linear_gelu_backward`)."""
+    tanh_form = check_approximate(approximate)
+    chunks = _linear_chunks(x, weight, grad, h)
     if chunks == 1 or grad.shape != h.shape:
-        dh = gelu_backward(grad, h, approximate)
-        return gemm(dh, weight, False, False), gemm(dh, x, True, False), dh
-    dh, gx = np.empty_like(h), np.empty(x.shape, x.dtype)
-    _split_gelu_backward_gemm(_blas.gemm[x.dtype], _blas.wide_ints, np.ascontiguousarray(grad), np.ascontiguousarray(h),
-                              np.ascontiguousarray(weight), dh, gx, tanh_form, chunks)
-    return gx, gemm(dh, x, True, False), dh
+        return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
+    return _linear_backward(grad, x, weight, h, has_bias, True, tanh_form, chunks)
