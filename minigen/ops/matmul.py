@@ -1,6 +1,6 @@
 """Matrix product with NumPy's rules (1-D operands, broadcast batch dimensions), and the Linear layer's product.
 
-BLAS does the work; the Linear products go through `kernels.gemm`, which the Numba backend splits across its
+BLAS does the work; the Linear layers go through `kernels.linear_*`, which the Numba backend splits across its
 threads."""
 import numpy as np
 
