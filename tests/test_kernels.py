@@ -16,7 +16,7 @@ from minigen.kernels import numpy_kernels as ref
 
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
 import minigen.kernels.numba as nb_package  # noqa: E402
-from minigen.kernels.numba import attention as nb_attention, attention_heads as nb_heads, \
+from minigen.kernels.numba import adam as nb_adam, attention as nb_attention, attention_heads as nb_heads, \
     blas as nb_blas  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
@@ -210,20 +210,25 @@ def test_gru_gates_match_reference(dtype, data, batch, hidden):
        weight_decay=st.sampled_from([0.0, 0.1]))
 @settings(max_examples=10)
 def test_adamw_update_matches_reference_in_place(dtype, amsgrad, data, shape, weight_decay):
+    """Serial, and split in 3 pieces (as large parameters are)."""
     param = draw_array(data, shape, dtype)
     grads = [draw_array(data, shape, dtype) for _ in range(3)]
-    ours = [param.copy(), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]
-    theirs = [a.copy() for a in ours]  # the same three steps on a copy of the state
-    for step, grad in enumerate(grads, start=1):
-        args = (1e-2, 0.9, 0.99, 1e-8, weight_decay, step)
-        if amsgrad:
-            nb.adamw_amsgrad_update(ours[0], grad, *ours[1:], *args)
-            ref.adamw_amsgrad_update(theirs[0], grad, *theirs[1:], *args)
-        else:
-            nb.adamw_update(ours[0], grad, ours[1], ours[2], *args)
-            ref.adamw_update(theirs[0], grad, theirs[1], theirs[2], *args)
-    for got, want in zip(ours, theirs):
-        close(got, want, dtype, scale=10)
+    start = [param, np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+
+    def three_steps(kernels):
+        state = [a.copy() for a in start]
+        for step, grad in enumerate(grads, start=1):
+            args = (1e-2, 0.9, 0.99, 1e-8, weight_decay, step)
+            if amsgrad:
+                kernels.adamw_amsgrad_update(state[0], grad, *state[1:], *args)
+            else:
+                kernels.adamw_update(state[0], grad, state[1], state[2], *args)
+        return state
+    theirs = three_steps(ref)
+    for threads in (1, 3):
+        with split_calls(threads):
+            for got, want in zip(three_steps(nb), theirs):
+                close(got, want, dtype, scale=10)
 
 
 def test_adamw_update_on_a_non_contiguous_parameter_updates_it_in_place():
@@ -337,7 +342,7 @@ def test_attention_decode_step_equals_the_tiled_path(dtype):
 def split_calls(threads):
     """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""
     settings = [(nb_package, "threads", threads), (nb_attention, "PARALLEL_MIN_WORK", 0),
-                (nb_blas, "SPLIT_MIN_WORK", 0)]
+                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
     try:
         for module, name, value in settings:

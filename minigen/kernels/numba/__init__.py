@@ -11,13 +11,12 @@ checks a cached kernel against its own source file only: after editing `scalar.p
 `attention_heads.py` or `activations.py` (whose kernels `blas.py` calls), delete the `__pycache__`
 directory here.
 
-Matrix products (`blas.py`, with the GELU of a Linear + GELU layer) and attention split large calls
-across Numba's threads (`pieces`), into pieces that compute what one serial call would; small calls stay
-serial, as a parallel region costs a few microseconds to start. Inside prange, a piece calls a serial
-kernel on slices: the same loop written over an index range of the whole arrays vectorized worse (2.5x
-slower). The row kernels stay serial: at the models' sizes splitting them gained little (a small GPT's
-LayerNorm forward 24 -> 19 us, its backward slower with per-thread partial sums; AdamW on a 65k-element
-parameter 35 -> 23 us, where most of the optimizer's time is per-parameter Python).
+Matrix products and the Linear layers (`blas.py`), attention and the AdamW update of a large parameter
+split across Numba's threads (`pieces`); small calls stay serial, as a parallel region costs a few
+microseconds to start. Inside prange, a piece calls a serial kernel on slices: the same loop written over
+an index range of the whole arrays vectorized worse (2.5x slower). The row kernels stay serial: at the
+models' sizes splitting them gained little (a small GPT's LayerNorm forward 24 -> 19 us, its backward
+slower with per-thread partial sums).
 """
 import numpy as np
 

