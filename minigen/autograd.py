@@ -266,18 +266,26 @@ class Tensor:
                 raise ValueError(f"backward(): gradient has shape {gradient.shape}, expected {self.shape}")
         order = self._topological_order()
         grads = {id(self): gradient}
+        # the keys of grads whose array this loop allocated (a sum of contributions): no op holds it, so
+        # later contributions are added in place and a leaf may keep it without a copy
+        sums = set()
         anomaly = getattr(_anomaly, "on", False)
         for node in order:
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue
+            owned = id(node) in sums
+            sums.discard(id(node))
             fn = node._ctx
             if fn is _FREED:
                 raise RuntimeError("Trying to backward through the graph a second time: its saved values were "
                                    "freed by the first backward(); pass retain_graph=True to the first call")
             if fn is None:
                 if node.requires_grad:
-                    node.grad = grad.copy() if node.grad is None else node.grad + grad
+                    if node.grad is None:
+                        node.grad = grad if owned else grad.copy()  # an op's gradient may be a view it shares
+                    else:
+                        node.grad = node.grad + grad
                 continue
             in_grads = fn.backward(grad)
             if not isinstance(in_grads, tuple):
@@ -291,7 +299,13 @@ class Tensor:
                 if anomaly and not np.all(np.isfinite(g)):
                     raise FloatingPointError(f"backward of {type(fn).__name__} produced a non-finite gradient")
                 key = id(parent)
-                grads[key] = grads[key] + g if key in grads else g
+                if key in sums:
+                    np.add(grads[key], g, out=grads[key])
+                elif key in grads:
+                    grads[key] = grads[key] + g
+                    sums.add(key)
+                else:
+                    grads[key] = g
             if not retain_graph:
                 node._ctx = _FREED  # drops the saved arrays; a second backward raises instead of giving nothing
                 fn.inputs = ()

@@ -400,6 +400,22 @@ def test_backward_uses_a_tensor_twice():
     assert x.grad.tolist() == [7.0]
 
 
+def test_backward_sums_in_place_without_sharing_arrays():
+    """The engine adds the 3rd and later contributions into the sum it allocated; no two leaves (and no op)
+    end up holding the same gradient array."""
+    x, y = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    h = x + y  # Add's backward hands one array to both parents
+    (h * 1 + h * 2 + h * 3 + h * 4).sum().backward()  # h's gradient: a sum of four
+    assert x.grad.tolist() == y.grad.tolist() == [10.0, 10.0]
+    assert not np.shares_memory(x.grad, y.grad)
+    x.grad *= 0  # changing one leaf's gradient leaves the other's alone
+    assert y.grad.tolist() == [10.0, 10.0]
+    w = leaf([2.0])
+    (w * 1 + w * 2 + w * 3).sum().backward()  # a leaf keeps the sum the engine allocated
+    (w * 1 + w * 2 + w * 3).sum().backward()
+    assert w.grad.tolist() == [12.0]
+
+
 def test_backward_frees_the_graph_unless_retained():
     x = leaf([1.0, 2.0])
     loss = (x.exp() * 2).sum()
