@@ -93,6 +93,12 @@ def elementwise_cases():
         label = f"B={batch} H={hidden}"
         yield "gru_gates_forward", label, (gi, gh, h)
         yield "gru_gates_backward", label, (randn(batch, hidden), h, r, z, n, np.ascontiguousarray(gh[:, 2 * hidden:]))
+    for batch, keys, hidden in [(64, 15, 256), (64, 40, 256)]:
+        query, projected, v = randn(batch, hidden), randn(batch, keys, hidden), randn(hidden)
+        _, t = ref.additive_scores_forward(query, projected, v)
+        label = f"B={batch} S={keys} H={hidden}"
+        yield "additive_scores_forward", label, (query, projected, v)
+        yield "additive_scores_backward", label, (randn(batch, keys), t, v)
     for size in [128, 16384, 589824]:
         state = (randn(size), randn(size), randn(size), np.abs(randn(size)))
         yield "adamw_update", f"{size} params", state + (1e-3, 0.9, 0.99, 1e-8, 0.1, 10)
@@ -234,6 +240,8 @@ for dtype in (np.float32, np.float64):
     h_new, r, z, n = kernels.gru_gates_forward(np.ones((2, 6), dtype), np.ones((2, 6), dtype), np.ones((2, 2), dtype))
     kernels.gru_gates_backward(h_new, h_new, r, z, n, n)
     kernels.adamw_update(a.copy(), a, a.copy(), a.copy(), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
+    scores, tanh = kernels.additive_scores_forward(a, np.ones((4, 2, 8), dtype), a[0])
+    kernels.additive_scores_backward(scores, tanh, a[0])
     q = np.ones((1, 2, 3, 4), dtype)
     out, lse = kernels.attention_forward(q, q, q, None, True, 0.5)
     kernels.attention_backward(out, q, q, q, out, lse, None, True, 0.5)

@@ -1,4 +1,4 @@
-"""Gradient-check specs of the layer ops (the fused recurrence and the fused attention) and helpers
+"""Gradient-check specs of the layer ops (the fused recurrence, the fused attentions and Bahdanau's scores) and helpers
 for checking whole layers.
 
 LAYER_OP_SPECS maps op name -> OpSpec and LAYER_COMPOSITIONS maps op name -> Composition, with the
@@ -169,6 +169,22 @@ def packed_attention_composed(qkv, n_head, scale):
     return out.transpose(1, 2).reshape(B, T, C3 // 3)
 
 
+@st.composite
+def additive_scores_cases(draw):
+    B, S, H = (draw(st.integers(1, 3)) for _ in range(3))
+    return Case((array(draw, (B, H)), array(draw, (B, S, H)), array(draw, (1, H))))
+
+
+def np_additive_scores(query, keys, v):
+    """Bahdanau's score v . tanh(query + key), written from its definition."""
+    return np.tanh(query[:, None, :] + keys) @ v[0]
+
+
+def additive_scores_composed(query, keys, v):
+    """The same scores from primitive ops: a broadcast add, tanh, and a Linear(H, 1)."""
+    return mg.nn.functional.linear((query.unsqueeze(1) + keys).tanh(), v).squeeze(-1)
+
+
 LAYER_OP_SPECS = {
     "Recurrence": OpSpec("Recurrence", recurrence_cases(), _recurrence, _np_recurrence),
     "ScaledDotProductAttention": OpSpec(
@@ -177,12 +193,15 @@ LAYER_OP_SPECS = {
         lambda q, k, v, mask, causal, scale: np_attention(q, k, v, mask, causal, scale)),
     "PackedCausalSelfAttention": OpSpec("PackedCausalSelfAttention", packed_attention_cases(),
                                         _packed_attention, _np_packed_attention),
+    "AdditiveScores": OpSpec("AdditiveScores", additive_scores_cases(),
+                             lambda *inputs: Function.registry["AdditiveScores"].apply(*inputs), np_additive_scores),
 }
 
 LAYER_COMPOSITIONS = {
     "Recurrence": Composition(recurrence_composed),
     "ScaledDotProductAttention": Composition(attention_composed),
     "PackedCausalSelfAttention": Composition(packed_attention_composed),
+    "AdditiveScores": Composition(additive_scores_composed),
 }
 
 

@@ -16,8 +16,8 @@ from minigen.kernels import numpy_kernels as ref
 
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
 import minigen.kernels.numba as nb_package  # noqa: E402
-from minigen.kernels.numba import adam as nb_adam, attention as nb_attention, attention_heads as nb_heads, \
-    blas as nb_blas  # noqa: E402
+from minigen.kernels.numba import adam as nb_adam, additive as nb_additive, attention as nb_attention, \
+    attention_heads as nb_heads, blas as nb_blas  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -338,11 +338,30 @@ def test_attention_decode_step_equals_the_tiled_path(dtype):
     close(step_lse, full_lse[:, :, -1:], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), B=st.sampled_from([1, 2, 7, 64]), S=st.sampled_from([1, 3, 16]),
+       H=st.sampled_from([1, 5, 16, 67]))
+@settings(max_examples=25)
+def test_additive_scores_match_reference_serial_and_split(dtype, data, B, S, H):
+    query, keys, v = draw_array(data, (B, H), dtype), draw_array(data, (B, S, H), dtype), draw_array(data, (H,), dtype)
+    dscores = draw_array(data, (B, S), dtype)
+    scores_ref, t_ref = ref.additive_scores_forward(query, keys, v)
+    grads_ref = ref.additive_scores_backward(dscores, t_ref, v)
+    for threads in (1, 2, 3):
+        with split_calls(threads):
+            scores, t = nb.additive_scores_forward(query, keys, v)
+            grads = nb.additive_scores_backward(dscores, t_ref, v)
+        close(scores, scores_ref, dtype, scale=10)
+        close(t, t_ref, dtype)
+        for got, want in zip(grads, grads_ref):
+            close(got, want, dtype, scale=10)
+
+
 @contextlib.contextmanager
 def split_calls(threads):
     """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""
     settings = [(nb_package, "threads", threads), (nb_attention, "PARALLEL_MIN_WORK", 0),
-                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0)]
+                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0), (nb_additive, "PARALLEL_MIN_WORK", 0)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
     try:
         for module, name, value in settings:
@@ -634,3 +653,11 @@ def test_read_only_sources_get_a_writable_numba_cache_dir(monkeypatch, tmp_path)
     expected = str(tmp_path / ".cache" / "minigen" / "numba")
     assert os.environ["NUMBA_CACHE_DIR"] == expected and numba.config.CACHE_DIR == expected
     assert os.path.isdir(expected)
+
+
+def test_additive_scores_refuse_shapes_that_do_not_fit():
+    query, keys = np.ones((4, 8), np.float32), np.ones((4, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="expected query"):
+        nb.additive_scores_forward(query, keys, np.ones(8, np.float32))
+    with pytest.raises(ValueError, match="expected query"):
+        nb.additive_scores_backward(np.ones((4, 3), np.float32), keys, np.ones(4, np.float32))

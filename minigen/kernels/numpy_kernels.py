@@ -178,6 +178,20 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     return dgi, dgh, dh_new * z
 
 
+# ----- additive (Bahdanau) attention scores ----------------------------------------------------------
+def additive_scores_forward(query, keys, v):
+    """scores[b, s] = v . tanh(query[b] + keys[b, s]) for query (B, H), keys (B, S, H), v (H,); returns
+    (scores (B, S), t = the tanh (B, S, H), kept for backward)."""
+    t = np.tanh(query[:, None, :] + keys)
+    return t @ v, t
+
+
+def additive_scores_backward(dscores, t, v):
+    """(dquery (B, H), dkeys (B, S, H), dv (H,)) of additive_scores_forward given dscores (B, S)."""
+    dkeys = dscores[:, :, None] * v * (1 - t * t)
+    return dkeys.sum(axis=1), dkeys, np.einsum("bs,bsh->h", dscores, t)
+
+
 # ----- scaled dot-product attention (materializes the (L, S) scores: the reference, not the fast path) ----
 # A masked score is this large finite negative rather than -inf, so that the arithmetic stays finite (and
 # Numba's fastmath stays valid). A query row whose keys are all masked outputs 0 and gets lse = MASKED_SCORE.

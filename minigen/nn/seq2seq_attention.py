@@ -8,7 +8,7 @@ with `precompute_keys(keys)` and passed back as `projected_keys=` at every step.
 import numpy as np
 
 from ..autograd import Tensor
-from ..ops.attention import MASKED_SCORE
+from ..ops.attention import MASKED_SCORE, AdditiveScores
 from . import functional as F
 from .layers import Linear
 from .module import Module
@@ -72,7 +72,8 @@ class BahdanauAttention(_Seq2SeqAttention):
         return self.U(keys)
 
     def _scores(self, query, projected_keys):
-        return self.v((self.W(query).unsqueeze(1) + projected_keys).tanh()).squeeze(-1)
+        # v(tanh(W q + U k)) as one op: no (B, S, hidden_size) temporaries besides the tanh
+        return AdditiveScores.apply(self.W(query), projected_keys, self.v.weight)
 
 
 class LuongAttention(_Seq2SeqAttention):

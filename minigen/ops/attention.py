@@ -94,3 +94,25 @@ class PackedCausalSelfAttention(Function):
 
     def backward(self, grad):
         return kernels.packed_attention_backward(grad, self.qkv, self.out, self.lse, self.n_head, self.scale), None
+
+
+class AdditiveScores(Function):
+    """Bahdanau's attention scores: scores[b, s] = v . tanh(query[b] + keys[b, s]) for query (B, H), keys
+    (B, S, H) and v (1, H), the weight of a Linear(H, 1) without bias.
+
+    Fused so that the (B, S, H) sum and its tanh are one pass (keeping only the tanh for backward), and
+    backward is one pass that also sums the query's gradient over S."""
+
+    def forward(self, query, keys, v):
+        if query.ndim != 2 or keys.ndim != 3 or keys.shape[0] != query.shape[0] or keys.shape[2] != query.shape[1] \
+                or v.shape != (1, query.shape[1]):
+            raise ValueError(f"additive_scores: expected query (B, H), keys (B, S, H) and v (1, H), got shapes "
+                             f"{query.shape}, {keys.shape} and {v.shape}")
+        self.v_shape = v.shape
+        self.v = v.reshape(-1)
+        scores, self.t = kernels.additive_scores_forward(query, keys, self.v)
+        return scores
+
+    def backward(self, grad):
+        dquery, dkeys, dv = kernels.additive_scores_backward(grad, self.t, self.v)
+        return dquery, dkeys, dv.reshape(self.v_shape)
