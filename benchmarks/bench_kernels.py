@@ -99,6 +99,9 @@ def elementwise_cases():
         label = f"B={batch} S={keys} H={hidden}"
         yield "additive_scores_forward", label, (query, projected, v)
         yield "additive_scores_backward", label, (randn(batch, keys), t, v)
+        weights = randn(batch, keys)
+        yield "attention_context_forward", label, (weights, projected)
+        yield "attention_context_backward", label, (randn(batch, hidden), weights, projected)
     for size in [128, 16384, 589824]:
         state = (randn(size), randn(size), randn(size), np.abs(randn(size)))
         yield "adamw_update", f"{size} params", state + (1e-3, 0.9, 0.99, 1e-8, 0.1, 10)
@@ -242,6 +245,7 @@ for dtype in (np.float32, np.float64):
     kernels.adamw_update(a.copy(), a, a.copy(), a.copy(), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
     scores, tanh = kernels.additive_scores_forward(a, np.ones((4, 2, 8), dtype), a[0])
     kernels.additive_scores_backward(scores, tanh, a[0])
+    kernels.attention_context_backward(kernels.attention_context_forward(scores, tanh), scores, tanh)
     q = np.ones((1, 2, 3, 4), dtype)
     out, lse = kernels.attention_forward(q, q, q, None, True, 0.5)
     kernels.attention_backward(out, q, q, q, out, lse, None, True, 0.5)

@@ -246,6 +246,9 @@ def reshape_cases(draw):
 
 
 spec("Reshape", reshape_cases(), reference=lambda x, shape: x.reshape(shape))
+spec("Contiguous", unary(),  # on a transposed view, the case the op is for
+     call=lambda x: Function.registry["Contiguous"].apply(x.transpose(0, -1) if x.ndim > 1 else x),
+     reference=lambda x: np.ascontiguousarray(np.swapaxes(x, 0, -1) if x.ndim > 1 else x))
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Gradient-check specs of the layer ops (the fused recurrence, the fused attentions and Bahdanau's scores) and helpers
+"""Gradient-check specs of the layer ops (the fused recurrence, the fused attentions, a decoder's attention step) and helpers
 for checking whole layers.
 
 LAYER_OP_SPECS maps op name -> OpSpec and LAYER_COMPOSITIONS maps op name -> Composition, with the
@@ -185,6 +185,17 @@ def additive_scores_composed(query, keys, v):
     return mg.nn.functional.linear((query.unsqueeze(1) + keys).tanh(), v).squeeze(-1)
 
 
+@st.composite
+def attention_context_cases(draw):
+    B, S, H = (draw(st.integers(1, 3)) for _ in range(3))
+    return Case((array(draw, (B, S)), array(draw, (B, S, H))))
+
+
+def attention_context_composed(weights, values):
+    """The same context from primitive ops: a batched matmul of (1, S) rows."""
+    return (weights.unsqueeze(1) @ values).squeeze(1)
+
+
 LAYER_OP_SPECS = {
     "Recurrence": OpSpec("Recurrence", recurrence_cases(), _recurrence, _np_recurrence),
     "ScaledDotProductAttention": OpSpec(
@@ -195,6 +206,9 @@ LAYER_OP_SPECS = {
                                         _packed_attention, _np_packed_attention),
     "AdditiveScores": OpSpec("AdditiveScores", additive_scores_cases(),
                              lambda *inputs: Function.registry["AdditiveScores"].apply(*inputs), np_additive_scores),
+    "AttentionContext": OpSpec("AttentionContext", attention_context_cases(),
+                               lambda *inputs: Function.registry["AttentionContext"].apply(*inputs),
+                               lambda weights, values: np.einsum("bs,bsh->bh", weights, values)),
 }
 
 LAYER_COMPOSITIONS = {
@@ -202,6 +216,7 @@ LAYER_COMPOSITIONS = {
     "ScaledDotProductAttention": Composition(attention_composed),
     "PackedCausalSelfAttention": Composition(packed_attention_composed),
     "AdditiveScores": Composition(additive_scores_composed),
+    "AttentionContext": Composition(attention_context_composed),
 }
 
 

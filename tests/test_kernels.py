@@ -16,8 +16,8 @@ from minigen.kernels import numpy_kernels as ref
 
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
 import minigen.kernels.numba as nb_package  # noqa: E402
-from minigen.kernels.numba import adam as nb_adam, additive as nb_additive, attention as nb_attention, \
-    attention_heads as nb_heads, blas as nb_blas  # noqa: E402
+from minigen.kernels.numba import adam as nb_adam, attention as nb_attention, attention_heads as nb_heads, \
+    blas as nb_blas, seq2seq_attention as nb_seq2seq  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -357,11 +357,27 @@ def test_additive_scores_match_reference_serial_and_split(dtype, data, B, S, H):
             close(got, want, dtype, scale=10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), B=st.sampled_from([1, 2, 7, 64]), S=st.sampled_from([1, 3, 16]),
+       H=st.sampled_from([1, 5, 16, 67]))
+@settings(max_examples=25)
+def test_attention_context_matches_reference_serial_and_split(dtype, data, B, S, H):
+    weights, values = draw_array(data, (B, S), dtype), draw_array(data, (B, S, H), dtype)
+    dcontext = draw_array(data, (B, H), dtype)
+    want = [ref.attention_context_forward(weights, values), *ref.attention_context_backward(dcontext, weights, values)]
+    for threads in (1, 2, 3):
+        with split_calls(threads):
+            got = [nb.attention_context_forward(weights, values), *nb.attention_context_backward(dcontext, weights,
+                                                                                                 values)]
+        for a, b in zip(got, want):
+            close(a, b, dtype, scale=10)
+
+
 @contextlib.contextmanager
 def split_calls(threads):
     """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""
     settings = [(nb_package, "threads", threads), (nb_attention, "PARALLEL_MIN_WORK", 0),
-                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0), (nb_additive, "PARALLEL_MIN_WORK", 0)]
+                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0), (nb_seq2seq, "PARALLEL_MIN_WORK", 0)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
     try:
         for module, name, value in settings:
@@ -655,9 +671,14 @@ def test_read_only_sources_get_a_writable_numba_cache_dir(monkeypatch, tmp_path)
     assert os.path.isdir(expected)
 
 
-def test_additive_scores_refuse_shapes_that_do_not_fit():
+def test_decoder_attention_kernels_refuse_shapes_that_do_not_fit():
+    """They index without bounds checks: a mismatch must raise, not write past an array."""
     query, keys = np.ones((4, 8), np.float32), np.ones((4, 2, 4), np.float32)
     with pytest.raises(ValueError, match="expected query"):
         nb.additive_scores_forward(query, keys, np.ones(8, np.float32))
     with pytest.raises(ValueError, match="expected query"):
         nb.additive_scores_backward(np.ones((4, 3), np.float32), keys, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="expected weights"):
+        nb.attention_context_forward(np.ones((4, 3), np.float32), keys)
+    with pytest.raises(ValueError, match="expected weights"):
+        nb.attention_context_backward(np.ones((4, 8), np.float32), np.ones((4, 2), np.float32), keys)

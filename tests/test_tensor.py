@@ -220,6 +220,7 @@ METHODS = {
     "min": (lambda t: t.min(), X.min()),
     "ne": (lambda t: t.ne(0.5), X != 0.5),
     "permute": (lambda t: t.permute(1, 0), X.T),
+    "contiguous": (lambda t: t.transpose(0, 1).contiguous(), X.T),
     "relu": (lambda t: t.relu(), np.maximum(X, 0)),
     "reshape": (lambda t: t.reshape(3, 2), X.reshape(3, 2)),
     "sigmoid": (lambda t: t.sigmoid(), 1 / (1 + np.exp(-X))),

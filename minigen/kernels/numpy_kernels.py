@@ -178,7 +178,7 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     return dgi, dgh, dh_new * z
 
 
-# ----- additive (Bahdanau) attention scores ----------------------------------------------------------
+# ----- an RNN decoder's attention step: additive (Bahdanau) scores, the context vector ----------------
 def additive_scores_forward(query, keys, v):
     """scores[b, s] = v . tanh(query[b] + keys[b, s]) for query (B, H), keys (B, S, H), v (H,); returns
     (scores (B, S), t = the tanh (B, S, H), kept for backward)."""
@@ -190,6 +190,16 @@ def additive_scores_backward(dscores, t, v):
     """(dquery (B, H), dkeys (B, S, H), dv (H,)) of additive_scores_forward given dscores (B, S)."""
     dkeys = dscores[:, :, None] * v * (1 - t * t)
     return dkeys.sum(axis=1), dkeys, np.einsum("bs,bsh->h", dscores, t)
+
+
+def attention_context_forward(weights, values):
+    """context[b] = sum over s of weights[b, s] * values[b, s] for weights (B, S), values (B, S, H)."""
+    return np.einsum("bs,bsh->bh", weights, values)
+
+
+def attention_context_backward(dcontext, weights, values):
+    """(dweights (B, S), dvalues (B, S, H)) of attention_context_forward given dcontext (B, H)."""
+    return np.einsum("bh,bsh->bs", dcontext, values), weights[:, :, None] * dcontext[:, None, :]
 
 
 # ----- scaled dot-product attention (materializes the (L, S) scores: the reference, not the fast path) ----

@@ -184,7 +184,7 @@ class _RNNBase(Module):
         h_n = stack(finals, dim=0)
         if not batched:
             return x.squeeze(1), h_n.squeeze(1)
-        return (x.transpose(0, 1) if self.batch_first else x), h_n
+        return (x.transpose(0, 1).contiguous() if self.batch_first else x), h_n  # contiguous, as in PyTorch
 
     def _initial_state(self, hx, x, shape, batched):
         if hx is None:

@@ -8,7 +8,7 @@ with `precompute_keys(keys)` and passed back as `projected_keys=` at every step.
 import numpy as np
 
 from ..autograd import Tensor
-from ..ops.attention import MASKED_SCORE, AdditiveScores
+from ..ops.attention import MASKED_SCORE, AdditiveScores, AttentionContext
 from . import functional as F
 from .layers import Linear
 from .module import Module
@@ -50,8 +50,7 @@ class _Seq2SeqAttention(Module):
         weights = F.softmax(scores, dim=-1)
         if mask is not None:
             weights = weights.masked_fill(mask, 0.0)  # all-masked rows: zero weights rather than uniform
-        context = (weights.unsqueeze(1) @ keys).squeeze(1)
-        return context, weights
+        return AttentionContext.apply(weights, keys), weights
 
 
 class BahdanauAttention(_Seq2SeqAttention):

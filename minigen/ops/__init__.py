@@ -11,7 +11,7 @@ from .matmul import Linear, LinearGelu, MatMul
 from .attention import ScaledDotProductAttention
 from .rnn import Recurrence
 from .reduce import Amax, Mean, Sum, Var
-from .shape import Cat, Expand, GetItem, Permute, Reshape, Stack, check_dim
+from .shape import Cat, Contiguous, Expand, GetItem, Permute, Reshape, Stack, check_dim
 
 
 def _binary(op, reflected=False):
@@ -119,6 +119,7 @@ _METHODS = {
     "argmax": lambda self, dim=None, keepdim=False: Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim)),
     "reshape": lambda self, *shape: Reshape.apply(self, shape=_shape_args(shape)),
     "view": lambda self, *shape: Reshape.apply(self, shape=_shape_args(shape)),
+    "contiguous": lambda self: self if self.data.flags.c_contiguous else Contiguous.apply(self),
     "transpose": _transpose,
     "permute": lambda self, *dims: Permute.apply(self, dims=_shape_args(dims)),
     "expand": lambda self, *shape: Expand.apply(self, shape=_shape_args(shape)),

@@ -116,3 +116,18 @@ class AdditiveScores(Function):
     def backward(self, grad):
         dquery, dkeys, dv = kernels.additive_scores_backward(grad, self.t, self.v)
         return dquery, dkeys, dv.reshape(self.v_shape)
+
+
+class AttentionContext(Function):
+    """An RNN decoder's context vector: context[b] = sum over s of weights[b, s] * values[b, s], for weights
+    (B, S) and values (B, S, H); the batched (1, S) @ (S, H) product as one pass each way."""
+
+    def forward(self, weights, values):
+        if weights.ndim != 2 or values.ndim != 3 or values.shape[:2] != weights.shape:
+            raise ValueError(f"attention_context: expected weights (B, S) and values (B, S, H), got shapes "
+                             f"{weights.shape} and {values.shape}")
+        self.weights, self.values = weights, values
+        return kernels.attention_context_forward(weights, values)
+
+    def backward(self, grad):
+        return kernels.attention_context_backward(grad, self.weights, self.values)

@@ -45,6 +45,17 @@ class Permute(Function):
         return (grad.transpose(self.inverse),)
 
 
+class Contiguous(Function):
+    """The same values in a C-contiguous array (a copy of a transposed or sliced view), as PyTorch's
+    `contiguous()`: kernels that need one then take it as it is instead of copying it at every call."""
+
+    def forward(self, a):
+        return np.ascontiguousarray(a)
+
+    def backward(self, grad):
+        return (grad,)
+
+
 class Expand(Function):
     def forward(self, a, shape):
         shape = tuple(a.shape[i - (len(shape) - a.ndim)] if s == -1 else s for i, s in enumerate(shape))

@@ -1,0 +1,181 @@
+"""The attention step of an RNN decoder (`nn.seq2seq_attention`): Bahdanau's additive scores and the
+context vector, forward and backward in one pass each.
+
+A decoder step scores its query against every encoder state and sums the states by the softmax weights.
+As separate ops, the additive score v . tanh(query + key) is a broadcast add, a tanh and a product with
+v through a (B, S, H) temporary, and the context a batch of (1, S) @ (S, H) products; in backward the
+same again, plus a sum over S for the query's gradient. Here each (batch row, key) pair reads its H values
+once; batch rows are split across threads.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import numpy_kernels
+from . import FLOAT_DTYPES, pieces
+from .scalar import FASTMATH, fast_tanh
+
+# B * S * H below which a call stays serial (a parallel region costs a few microseconds).
+PARALLEL_MIN_WORK = 2 ** 15
+
+
+# ----- additive scores ------------------------------------------------------------------------------
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _forward_rows(query, keys, v, scores, t, first, stop):
+    H = query.shape[1]
+    for b in range(first, stop):
+        for s in range(keys.shape[1]):
+            total = query.dtype.type(0)
+            for h in range(H):
+                x = fast_tanh(query[b, h] + keys[b, s, h])
+                t[b, s, h] = x
+                total += x * v[h]
+            scores[b, s] = total
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _backward_rows(dscores, t, v, dquery, dkeys, dv, first, stop):
+    """dquery and dkeys of rows first .. stop - 1; their share of dv is added into dv."""
+    H = t.shape[2]
+    one = t.dtype.type(1)
+    for b in range(first, stop):
+        for h in range(H):
+            dquery[b, h] = 0
+        for s in range(t.shape[1]):
+            g = dscores[b, s]
+            for h in range(H):
+                x = t[b, s, h]
+                d = g * v[h] * (one - x * x)
+                dkeys[b, s, h] = d
+                dquery[b, h] += d
+                dv[h] += g * x
+
+
+@njit(cache=True, parallel=True)
+def _scores_forward(query, keys, v, scores, t, chunks):
+    B = query.shape[0]
+    for chunk in prange(chunks):
+        _forward_rows(query, keys, v, scores, t, chunk * B // chunks, (chunk + 1) * B // chunks)
+
+
+@njit(cache=True, parallel=True)
+def _scores_backward(dscores, t, v, dquery, dkeys, dv_parts, chunks):
+    """Each chunk of rows adds its share of dv into its own row of dv_parts; the caller sums them in order."""
+    B = t.shape[0]
+    for chunk in prange(chunks):
+        dv_parts[chunk, :] = 0
+        _backward_rows(dscores, t, v, dquery, dkeys, dv_parts[chunk], chunk * B // chunks,
+                       (chunk + 1) * B // chunks)
+
+
+def _check_shapes(query, keys, v, scores=None):
+    """The kernels index without bounds checks: refuse shapes that do not fit together."""
+    if len(keys) != 3 or query != (keys[0], keys[2]) or v != keys[2:] or scores not in (None, keys[:2]):
+        raise ValueError(f"additive_scores: expected query (B, H), keys (B, S, H), v (H,) and scores (B, S), got "
+                         f"shapes {query}, {keys}, {v}" + ("" if scores is None else f" and {scores}"))
+
+
+def _chunks(shape):
+    """Chunks of batch rows for a (B, S, H) call."""
+    B, S, H = shape
+    return pieces(B * S * H, PARALLEL_MIN_WORK, B)
+
+
+def additive_scores_forward(query, keys, v):
+    """(scores, t) for query (B, H), keys (B, S, H), v (H,) (see `numpy_kernels.additive_scores_forward`)."""
+    dt = np.result_type(query, keys, v)
+    if dt not in FLOAT_DTYPES:
+        return numpy_kernels.additive_scores_forward(query, keys, v)
+    _check_shapes(query.shape, keys.shape, v.shape)
+    query, keys, v = (np.ascontiguousarray(a, dtype=dt) for a in (query, keys, v))
+    scores, t = np.empty(keys.shape[:2], dt), np.empty(keys.shape, dt)
+    _scores_forward(query, keys, v, scores, t, _chunks(t.shape))
+    return scores, t
+
+
+def additive_scores_backward(dscores, t, v):
+    """(dquery, dkeys, dv) of additive_scores_forward (see `numpy_kernels.additive_scores_backward`)."""
+    dt = np.result_type(dscores, t, v)
+    if dt not in FLOAT_DTYPES:
+        return numpy_kernels.additive_scores_backward(dscores, t, v)
+    _check_shapes((t.shape[0], t.shape[2]), t.shape, v.shape, dscores.shape)
+    dscores, t, v = (np.ascontiguousarray(a, dtype=dt) for a in (dscores, t, v))
+    chunks = _chunks(t.shape)
+    dquery, dkeys = np.empty((t.shape[0], t.shape[2]), dt), np.empty(t.shape, dt)
+    dv_parts = np.empty((chunks, t.shape[2]), dt)
+    _scores_backward(dscores, t, v, dquery, dkeys, dv_parts, chunks)
+    dv = dv_parts[0].copy()
+    for part in dv_parts[1:]:  # in chunk order: the same sum on every run
+        dv += part
+    return dquery, dkeys, dv
+
+
+# ----- context ---------------------------------------------------------------------------------------
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _context_rows(weights, values, context, first, stop):
+    for b in range(first, stop):
+        for h in range(values.shape[2]):
+            context[b, h] = 0
+        for s in range(values.shape[1]):
+            w = weights[b, s]
+            for h in range(values.shape[2]):
+                context[b, h] += w * values[b, s, h]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _context_backward_rows(dcontext, weights, values, dweights, dvalues, first, stop):
+    for b in range(first, stop):
+        for s in range(values.shape[1]):
+            w = weights[b, s]
+            total = values.dtype.type(0)
+            for h in range(values.shape[2]):
+                g = dcontext[b, h]
+                dvalues[b, s, h] = w * g
+                total += g * values[b, s, h]
+            dweights[b, s] = total
+
+
+@njit(cache=True, parallel=True)
+def _context_forward(weights, values, context, chunks):
+    B = values.shape[0]
+    for chunk in prange(chunks):
+        _context_rows(weights, values, context, chunk * B // chunks, (chunk + 1) * B // chunks)
+
+
+@njit(cache=True, parallel=True)
+def _context_backward(dcontext, weights, values, dweights, dvalues, chunks):
+    B = values.shape[0]
+    for chunk in prange(chunks):
+        _context_backward_rows(dcontext, weights, values, dweights, dvalues, chunk * B // chunks,
+                               (chunk + 1) * B // chunks)
+
+
+def _check_context_shapes(weights, values, dcontext=None):
+    if len(values) != 3 or weights != values[:2] or dcontext not in (None, (values[0], values[2])):
+        raise ValueError(f"attention_context: expected weights (B, S), values (B, S, H) and a gradient (B, H), got "
+                         f"shapes {weights}, {values}" + ("" if dcontext is None else f" and {dcontext}"))
+
+
+def attention_context_forward(weights, values):
+    """context (B, H) = sum over s of weights[:, s] * values[:, s] (see `numpy_kernels.attention_context_forward`)."""
+    dt = np.result_type(weights, values)
+    if dt not in FLOAT_DTYPES:
+        return numpy_kernels.attention_context_forward(weights, values)
+    _check_context_shapes(weights.shape, values.shape)
+    weights, values = (np.ascontiguousarray(a, dtype=dt) for a in (weights, values))
+    context = np.empty((values.shape[0], values.shape[2]), dt)
+    _context_forward(weights, values, context, _chunks(values.shape))
+    return context
+
+
+def attention_context_backward(dcontext, weights, values):
+    """(dweights, dvalues) of attention_context_forward (see `numpy_kernels.attention_context_backward`)."""
+    dt = np.result_type(dcontext, weights, values)
+    if dt not in FLOAT_DTYPES:
+        return numpy_kernels.attention_context_backward(dcontext, weights, values)
+    _check_context_shapes(weights.shape, values.shape, dcontext.shape)
+    dcontext, weights, values = (np.ascontiguousarray(a, dtype=dt) for a in (dcontext, weights, values))
+    dweights, dvalues = np.empty(weights.shape, dt), np.empty(values.shape, dt)
+    _context_backward(dcontext, weights, values, dweights, dvalues, _chunks(values.shape))
+    return dweights, dvalues
