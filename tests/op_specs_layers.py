@@ -1,5 +1,5 @@
-"""Gradient-check specs of the layer ops (the fused recurrence, the fused attentions, a decoder's attention step) and helpers
-for checking whole layers.
+"""Gradient-check specs of the layer ops (the fused recurrence, the fused attentions, a decoder's attention
+step) and helpers for checking whole layers.
 
 LAYER_OP_SPECS maps op name -> OpSpec and LAYER_COMPOSITIONS maps op name -> Composition, with the
 structure of SPECS and COMPOSITIONS in op_specs.py; test_layers.py runs them. The NumPy references here

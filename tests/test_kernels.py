@@ -426,8 +426,8 @@ def test_gemm_matches_reference_serial_and_split(dtype, data, m, k, n, transpose
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(data=st.data(), m=st.sampled_from([1, 3, 16, 67]), k=st.sampled_from([1, 5, 64]), n=st.sampled_from([1, 17, 128]),
-       approximate=st.sampled_from([None, "none", "tanh"]), bias=st.booleans())
+@given(data=st.data(), m=st.sampled_from([1, 3, 16, 67]), k=st.sampled_from([1, 5, 64]),
+       n=st.sampled_from([1, 17, 128]), approximate=st.sampled_from([None, "none", "tanh"]), bias=st.booleans())
 @settings(max_examples=30)
 def test_linear_and_linear_gelu_match_reference_serial_and_split(dtype, data, m, k, n, approximate, bias):
     """approximate None: the plain Linear kernels. Split in 2 and 3 pieces, the weight and bias gradients are

@@ -297,9 +297,10 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     grad = np.ascontiguousarray(grad)
     h = np.ascontiguousarray(h) if gelu else grad
     gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
+    parts, bias_parts = np.empty((chunks - 1, n, k), x.dtype), np.empty((chunks - 1, gb.shape[0]), x.dtype)
     _split_linear_backward(_blas.gemm[x.dtype], _blas.wide_ints, grad, h, np.ascontiguousarray(x),
-                           np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw, gb, np.empty((chunks - 1, n, k), x.dtype),
-                           np.empty((chunks - 1, gb.shape[0]), x.dtype), gelu, tanh_form, chunks)
+                           np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw, gb, parts,
+                           bias_parts, gelu, tanh_form, chunks)
     return gx, gw, (gb if has_bias else None)
 
 

@@ -19,10 +19,8 @@ PARALLEL_MIN_WORK = 2 ** 15
 
 
 # ----- additive scores ------------------------------------------------------------------------------
-
-
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _forward_rows(query, keys, v, scores, t, first, stop):
+def _scores_rows(query, keys, v, scores, t, first, stop):
     H = query.shape[1]
     for b in range(first, stop):
         for s in range(keys.shape[1]):
@@ -35,7 +33,7 @@ def _forward_rows(query, keys, v, scores, t, first, stop):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _backward_rows(dscores, t, v, dquery, dkeys, dv, first, stop):
+def _scores_backward_rows(dscores, t, v, dquery, dkeys, dv, first, stop):
     """dquery and dkeys of rows first .. stop - 1; their share of dv is added into dv."""
     H = t.shape[2]
     one = t.dtype.type(1)
@@ -56,7 +54,7 @@ def _backward_rows(dscores, t, v, dquery, dkeys, dv, first, stop):
 def _scores_forward(query, keys, v, scores, t, chunks):
     B = query.shape[0]
     for chunk in prange(chunks):
-        _forward_rows(query, keys, v, scores, t, chunk * B // chunks, (chunk + 1) * B // chunks)
+        _scores_rows(query, keys, v, scores, t, chunk * B // chunks, (chunk + 1) * B // chunks)
 
 
 @njit(cache=True, parallel=True)
@@ -65,7 +63,7 @@ def _scores_backward(dscores, t, v, dquery, dkeys, dv_parts, chunks):
     B = t.shape[0]
     for chunk in prange(chunks):
         dv_parts[chunk, :] = 0
-        _backward_rows(dscores, t, v, dquery, dkeys, dv_parts[chunk], chunk * B // chunks,
+        _scores_backward_rows(dscores, t, v, dquery, dkeys, dv_parts[chunk], chunk * B // chunks,
                        (chunk + 1) * B // chunks)
 
 
