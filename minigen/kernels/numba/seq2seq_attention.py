@@ -74,6 +74,13 @@ def _check_shapes(query, keys, v, scores=None):
                          f"shapes {query}, {keys}, {v}" + ("" if scores is None else f" and {scores}"))
 
 
+def _float_arrays(*arrays):
+    """The arrays, C-contiguous in their common dtype; None when that is not float32 or float64 (the reference
+    then answers, in NumPy's dtype)."""
+    dt = np.result_type(*arrays)
+    return [np.ascontiguousarray(a, dtype=dt) for a in arrays] if dt in FLOAT_DTYPES else None
+
+
 def _chunks(shape):
     """Chunks of batch rows for a (B, S, H) call."""
     B, S, H = shape
@@ -82,11 +89,12 @@ def _chunks(shape):
 
 def additive_scores_forward(query, keys, v):
     """(scores, t) for query (B, H), keys (B, S, H), v (H,) (see `numpy_kernels.additive_scores_forward`)."""
-    dt = np.result_type(query, keys, v)
-    if dt not in FLOAT_DTYPES:
-        return numpy_kernels.additive_scores_forward(query, keys, v)
     _check_shapes(query.shape, keys.shape, v.shape)
-    query, keys, v = (np.ascontiguousarray(a, dtype=dt) for a in (query, keys, v))
+    arrays = _float_arrays(query, keys, v)
+    if arrays is None:
+        return numpy_kernels.additive_scores_forward(query, keys, v)
+    query, keys, v = arrays
+    dt = query.dtype
     scores, t = np.empty(keys.shape[:2], dt), np.empty(keys.shape, dt)
     _scores_forward(query, keys, v, scores, t, _chunks(t.shape))
     return scores, t
@@ -94,11 +102,12 @@ def additive_scores_forward(query, keys, v):
 
 def additive_scores_backward(dscores, t, v):
     """(dquery, dkeys, dv) of additive_scores_forward (see `numpy_kernels.additive_scores_backward`)."""
-    dt = np.result_type(dscores, t, v)
-    if dt not in FLOAT_DTYPES:
-        return numpy_kernels.additive_scores_backward(dscores, t, v)
     _check_shapes((t.shape[0], t.shape[2]), t.shape, v.shape, dscores.shape)
-    dscores, t, v = (np.ascontiguousarray(a, dtype=dt) for a in (dscores, t, v))
+    arrays = _float_arrays(dscores, t, v)
+    if arrays is None:
+        return numpy_kernels.additive_scores_backward(dscores, t, v)
+    dscores, t, v = arrays
+    dt = t.dtype
     chunks = _chunks(t.shape)
     dquery, dkeys = np.empty((t.shape[0], t.shape[2]), dt), np.empty(t.shape, dt)
     dv_parts = np.empty((chunks, t.shape[2]), dt)
@@ -157,23 +166,23 @@ def _check_context_shapes(weights, values, dcontext=None):
 
 def attention_context_forward(weights, values):
     """context (B, H) = sum over s of weights[:, s] * values[:, s] (see `numpy_kernels.attention_context_forward`)."""
-    dt = np.result_type(weights, values)
-    if dt not in FLOAT_DTYPES:
-        return numpy_kernels.attention_context_forward(weights, values)
     _check_context_shapes(weights.shape, values.shape)
-    weights, values = (np.ascontiguousarray(a, dtype=dt) for a in (weights, values))
-    context = np.empty((values.shape[0], values.shape[2]), dt)
+    arrays = _float_arrays(weights, values)
+    if arrays is None:
+        return numpy_kernels.attention_context_forward(weights, values)
+    weights, values = arrays
+    context = np.empty((values.shape[0], values.shape[2]), values.dtype)
     _context_forward(weights, values, context, _chunks(values.shape))
     return context
 
 
 def attention_context_backward(dcontext, weights, values):
     """(dweights, dvalues) of attention_context_forward (see `numpy_kernels.attention_context_backward`)."""
-    dt = np.result_type(dcontext, weights, values)
-    if dt not in FLOAT_DTYPES:
-        return numpy_kernels.attention_context_backward(dcontext, weights, values)
     _check_context_shapes(weights.shape, values.shape, dcontext.shape)
-    dcontext, weights, values = (np.ascontiguousarray(a, dtype=dt) for a in (dcontext, weights, values))
-    dweights, dvalues = np.empty(weights.shape, dt), np.empty(values.shape, dt)
+    arrays = _float_arrays(dcontext, weights, values)
+    if arrays is None:
+        return numpy_kernels.attention_context_backward(dcontext, weights, values)
+    dcontext, weights, values = arrays
+    dweights, dvalues = np.empty_like(weights), np.empty_like(values)
     _context_backward(dcontext, weights, values, dweights, dvalues, _chunks(values.shape))
     return dweights, dvalues
