@@ -566,7 +566,9 @@ def test_kernels_are_deterministic():
         grads = nb.attention_backward(np.ones_like(out), q, k, v, out, lse, None, True, 0.25)
         y, _, _ = nb.layer_norm_forward(q.reshape(-1, 16), None, None, 1e-5)
         loss, lse2 = nb.cross_entropy_forward(q.reshape(-1, 16), np.arange(520) % 16, -100, 0.1)
-        runs.append((out, lse, *grads, y, loss, lse2))
+        with split_calls(2):  # the weight and bias gradients: per-thread shares added in thread order
+            linear = nb.linear_backward(q.reshape(-1, 16), k.reshape(-1, 16), v[0, 0, :16], True)
+        runs.append((out, lse, *grads, y, loss, lse2, *linear))
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
