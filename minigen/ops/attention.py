@@ -108,14 +108,13 @@ class AdditiveScores(Function):
                 or v.shape != (1, query.shape[1]):
             raise ValueError(f"additive_scores: expected query (B, H), keys (B, S, H) and v (1, H), got shapes "
                              f"{query.shape}, {keys.shape} and {v.shape}")
-        self.v_shape = v.shape
-        self.v = v.reshape(-1)
+        self.v = v[0]
         scores, self.t = kernels.additive_scores_forward(query, keys, self.v)
         return scores
 
     def backward(self, grad):
         dquery, dkeys, dv = kernels.additive_scores_backward(grad, self.t, self.v)
-        return dquery, dkeys, dv.reshape(self.v_shape)
+        return dquery, dkeys, dv[None]
 
 
 class AttentionContext(Function):
