@@ -13,6 +13,9 @@ Choosing and tuning the backend:
   per core, as PyTorch's does. With more than one thread, the Numba backend splits the Linear layers'
   matrix products across its threads and holds NumPy's BLAS at one thread (`numba/blas.py`: one
   pool instead of two fighting over the cores); `set_backend('numpy')` gives BLAS its threads back.
+- MINIGEN_BLAS=auto|mkl|openblas (read at import; default auto): which BLAS the split products call. Intel's
+  MKL when the optional `mkl` package is installed (`pip install minigen[mkl]`; faster products, see
+  `numba/mkl.py`), else NumPy's OpenBLAS.
 - NUMBA_CPU_FEATURES: when neither it nor NUMBA_CPU_NAME is set, minigen sets it on AVX-512 CPUs to the
   host's features with 512-bit vectors allowed (see `_wide_vector_features`); set either yourself to
   compile for another target.
@@ -29,6 +32,7 @@ import types
 import warnings
 
 from . import numpy_kernels
+from .numba.mkl import requested as _env_blas
 
 BACKENDS = ("numpy", "numba")
 MASKED_SCORE = numpy_kernels.MASKED_SCORE  # a constant both backends share; reading it loads no backend
@@ -51,6 +55,7 @@ def _env_threads():
 
 
 _requested = _env_backend()  # the backend to resolve on first use
+_env_blas()  # a bad MINIGEN_BLAS fails here, at import, not when the Numba backend loads
 _threads = _env_threads()
 _active = None  # the backend module once resolved
 _numba_module = None

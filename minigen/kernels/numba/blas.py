@@ -14,8 +14,10 @@ and the block's share of the weight and bias gradients (summed over the blocks a
 
 BLAS is found in the process (the library NumPy loaded: OpenBLAS under its plain or `scipy_` names,
 with 32- or 64-bit integers) and called by address through `_call`, so that the compiled kernels hold
-no address and can be cached. When no such library is found (NumPy on MKL or Accelerate, say), `gemm`
-is the NumPy reference and BLAS keeps its own threads.
+no address and can be cached. When Intel's MKL is installed (the optional `mkl` package, see `mkl.py`),
+the pieces call MKL's gemm instead, faster on these shapes; NumPy keeps its OpenBLAS, whose threads are
+still held at one. When NumPy's OpenBLAS is not found (NumPy on MKL or Accelerate, say), `gemm` is the NumPy
+reference and BLAS keeps its own threads.
 """
 import ctypes
 import glob
@@ -30,6 +32,7 @@ from numba.extending import intrinsic
 from .. import numpy_kernels
 from . import pieces
 from .activations import check_approximate, gelu_backward, gelu_backward_flat, gelu_flat, gelu_forward
+from .mkl import Gemm, mkl_gemm, requested
 
 # Products below this many multiply-adds run as one BLAS call: a parallel region costs a few microseconds.
 SPLIT_MIN_WORK = 2 ** 18
@@ -37,18 +40,20 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enums
 
 
 class _Blas:
-    """NumPy's OpenBLAS: gemm addresses by dtype, integer width, and its thread-count functions."""
+    """NumPy's OpenBLAS: its gemm (a `Gemm`) and its thread-count functions."""
 
     def __init__(self, library, prefix, suffix, wide_ints):
         def function(name, restype, argtypes):
             f = getattr(library, f"{prefix}{name}{suffix}")
             f.restype, f.argtypes = restype, argtypes
             return f
-        self.gemm = {np.dtype(np.float32): ctypes.cast(getattr(library, f"{prefix}cblas_sgemm{suffix}"),
+        config = function("openblas_get_config", ctypes.c_char_p, [])
+        addresses = {np.dtype(np.float32): ctypes.cast(getattr(library, f"{prefix}cblas_sgemm{suffix}"),
                                                        ctypes.c_void_p).value,
                      np.dtype(np.float64): ctypes.cast(getattr(library, f"{prefix}cblas_dgemm{suffix}"),
                                                        ctypes.c_void_p).value}
-        self.wide_ints = wide_ints
+        name = (config() or b"OpenBLAS").decode(errors="replace").split()
+        self.gemm = Gemm(addresses, wide_ints, f"NumPy's {' '.join(name[:2])}")
         self.get_threads = function("openblas_get_num_threads", ctypes.c_int, [])
         self.set_threads = function("openblas_set_num_threads", None, [ctypes.c_int])
 
@@ -89,12 +94,20 @@ def numpy_blas():
 
 
 _blas = numpy_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
+# the gemm the pieces call: MKL when installed and MINIGEN_BLAS allows it, else NumPy's OpenBLAS
+_gemm = None if _blas is None else (mkl_gemm(requested()) or _blas.gemm)
 _saved_threads = None  # BLAS's own thread count while minigen holds it at one
 
 
 def available():
     """Whether products are split across Numba's threads (NumPy's BLAS was found)."""
     return _blas is not None
+
+
+def library():
+    """The BLAS the split products call ("MKL 2026.2 (...)", "NumPy's OpenBLAS 0.3.31"), or None (NumPy's
+    own matmul serves them)."""
+    return None if _gemm is None else _gemm.name
 
 
 def claim_threads(numba_threads):
@@ -253,7 +266,7 @@ def _splittable(*arrays):
     """Whether BLAS was found, the first two arrays (a product's operands) are 2-D, and all arrays share one
     float dtype BLAS has a gemm for."""
     dtype = arrays[0].dtype
-    return _blas is not None and dtype in _blas.gemm and all(a.dtype == dtype for a in arrays) \
+    return _gemm is not None and dtype in _gemm.addresses and all(a.dtype == dtype for a in arrays) \
         and arrays[0].ndim == arrays[1].ndim == 2
 
 
@@ -265,28 +278,36 @@ def gemm(a, b, transpose_a, transpose_b):
     k = a.shape[0] if transpose_a else a.shape[1]
     n = b.shape[0] if transpose_b else b.shape[1]
     by_rows = m >= n  # each thread packs its part of the wider operand only
-    chunks = pieces(m * n * k, SPLIT_MIN_WORK, m if by_rows else n)
-    if chunks == 1 or b.shape[1 if transpose_b else 0] != k:
+    chunks = _pieces(m * n * k, m if by_rows else n)
+    if chunks == 0 or b.shape[1 if transpose_b else 0] != k:
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)
     out = np.empty((m, n), a.dtype)
-    _split_gemm(_blas.gemm[a.dtype], _blas.wide_ints, np.ascontiguousarray(a), transpose_a,
+    _split_gemm(_gemm.addresses[a.dtype], _gemm.wide_ints, np.ascontiguousarray(a), transpose_a,
                 np.ascontiguousarray(b), transpose_b, out, chunks, by_rows)
     return out
 
 
+def _pieces(work, most):
+    """How many pieces a product of `work` multiply-adds runs in on the chosen gemm: one per thread, at most
+    `most`; 0 when NumPy's matmul serves it instead: below SPLIT_MIN_WORK, or when it would be one piece on
+    NumPy's own BLAS anyway."""
+    chunks = pieces(work, SPLIT_MIN_WORK, most)
+    return chunks if chunks > 1 or (work >= SPLIT_MIN_WORK and _gemm is not _blas.gemm) else 0
+
+
 def _linear_chunks(x, weight, *others):
-    """Row pieces for the Linear kernels: 1 (compose the plain kernels) unless BLAS was found, the arrays are
-    2-D of one float dtype and the product is large enough."""
+    """Row pieces for the Linear kernels (see `_pieces`); 0 (compose the plain kernels) unless the arrays are
+    2-D of one float dtype the gemm takes."""
     if not _splittable(x, weight, *others) or x.shape[1] != weight.shape[1]:
-        return 1
-    return pieces(x.shape[0] * weight.shape[0] * x.shape[1], SPLIT_MIN_WORK, x.shape[0])
+        return 0
+    return _pieces(x.shape[0] * weight.shape[0] * x.shape[1], x.shape[0])
 
 
 def _linear(x, weight, bias, gelu, tanh_form, chunks):
     """(h, y) of _split_linear (y is h without GELU)."""
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
     y = np.empty_like(h) if gelu else h
-    _split_linear(_blas.gemm[x.dtype], _blas.wide_ints, np.ascontiguousarray(x), np.ascontiguousarray(weight),
+    _split_linear(_gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x), np.ascontiguousarray(weight),
                   np.ascontiguousarray(bias if bias is not None else weight[0, :0]), h, y, gelu, tanh_form, chunks)
     return h, y
 
@@ -298,7 +319,7 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     h = np.ascontiguousarray(h) if gelu else grad
     gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
     parts, bias_parts = np.empty((chunks - 1, n, k), x.dtype), np.empty((chunks - 1, gb.shape[0]), x.dtype)
-    _split_linear_backward(_blas.gemm[x.dtype], _blas.wide_ints, grad, h, np.ascontiguousarray(x),
+    _split_linear_backward(_gemm.addresses[x.dtype], _gemm.wide_ints, grad, h, np.ascontiguousarray(x),
                            np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw, gb, parts,
                            bias_parts, gelu, tanh_form, chunks)
     return gx, gw, (gb if has_bias else None)
@@ -307,7 +328,7 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
 def linear_forward(x, weight, bias):
     """x @ weight.T + bias for 2-D x, bias may be None (see `numpy_kernels.linear_forward`)."""
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 1:
+    if chunks == 0:
         return numpy_kernels.linear_forward(x, weight, bias)
     return _linear(x, weight, bias, False, False, chunks)[0]
 
@@ -315,7 +336,7 @@ def linear_forward(x, weight, bias):
 def linear_backward(grad, x, weight, has_bias):
     """(gx, gweight, gbias) of linear_forward (see `numpy_kernels.linear_backward`)."""
     chunks = _linear_chunks(x, weight, grad)
-    if chunks == 1 or grad.shape != (x.shape[0], weight.shape[0]):
+    if chunks == 0 or grad.shape != (x.shape[0], weight.shape[0]):
         return numpy_kernels.linear_backward(grad, x, weight, has_bias)
     return _linear_backward(grad, x, weight, None, has_bias, False, False, chunks)
 
@@ -324,7 +345,7 @@ def linear_gelu_forward(x, weight, bias, approximate):
     """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 1:
+    if chunks == 0:
         h = linear_forward(x, weight, bias)
         return h, gelu_forward(h, approximate)
     return _linear(x, weight, bias, True, tanh_form, chunks)
@@ -334,6 +355,6 @@ def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
     """(gx, gweight, gbias) of linear_gelu_forward (see `numpy_kernels.linear_gelu_backward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, grad, h)
-    if chunks == 1 or grad.shape != h.shape:
+    if chunks == 0 or grad.shape != h.shape:
         return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
     return _linear_backward(grad, x, weight, h, has_bias, True, tanh_form, chunks)
