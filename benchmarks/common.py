@@ -125,6 +125,16 @@ def blas_info():
     return name, (library.get_threads() if library is not None else None)
 
 
+def products_library():
+    """The BLAS minigen's Numba backend calls for its split matrix products (MKL when the optional mkl package is
+    installed, else NumPy's OpenBLAS; see MINIGEN_BLAS), or None (no Numba, or NumPy's matmul serves them)."""
+    try:
+        from minigen.kernels.numba.blas import library
+    except ImportError:
+        return None
+    return library()
+
+
 def version(package):
     try:
         return importlib.metadata.version(package)
@@ -147,6 +157,8 @@ def machine_lines(threads):
     details = [f"{os.cpu_count()} cores", simd, f"{memory:.1f} GiB" if memory else None]
     software = [with_threads(f"numpy {version('numpy')} with {blas}", "blas", parent_blas_threads)]
     software += [with_threads(f"{name} {version(name)}", name) for name in ("numba", "torch") if version(name)]
+    if products_library():
+        software.append(f"minigen's matrix products on {products_library()}")
     if version("transformers"):
         software.append(f"transformers {version('transformers')}")
     return [f"- CPU: {cpu}, {', '.join(filter(None, details))}",

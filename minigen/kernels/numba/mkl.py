@@ -13,6 +13,12 @@ otherwise picks among code paths); the strict mode measured no slower.
 
 MINIGEN_BLAS chooses: 'auto' (the default: MKL when installed), 'mkl' (warns when it cannot be loaded) or
 'openblas' (never MKL).
+
+One effect reaches beyond minigen: MKL's runtime loads its parts into the process's global symbol scope, so a
+library loaded afterwards that calls MKL dynamically binds to this sequential MKL. PyTorch imported after
+minigen's Numba backend has loaded (its first kernel call) then runs its products on one thread; import torch
+first, or set MINIGEN_BLAS=openblas, when both share a process. (MKL's GNU-threaded layer limited to one BLAS
+thread leaves PyTorch the same way; unlimited, it would thread inside minigen's own threads.)
 """
 import ctypes
 import glob
