@@ -170,6 +170,49 @@ def packed_attention_composed(qkv, n_head, scale):
 
 
 @st.composite
+def cached_attention_cases(draw):
+    """New positions against a cache of 0-3 earlier ones, with or without a key mask."""
+    B, T, H, D = (draw(st.integers(1, 3)) for _ in range(4))
+    P = draw(st.integers(0, 3))
+    qkv = array(draw, (B, T, 3 * H * D))
+    past = (array(draw, (B, H, P, D)), array(draw, (B, H, P, D))) if P else (None, None)
+    mask = draw(hnp.arrays(np.bool_, (B, P + T))) if draw(st.booleans()) else None
+    return Case((qkv,), {"n_head": H, "past": past, "mask": mask, "scale": draw(st.none() | values(0.1, 2.0))})
+
+
+def _cached_keys_values(qkv, n_head, past):
+    """keys_values with a cache holding `past` (fresh for every call: the op stores the extended arrays in it)."""
+    cache = {} if past[0] is None else {"k": past[0], "v": past[1]}
+    return Function.registry["CachedCausalSelfAttention"].keys_values(qkv, n_head, cache)
+
+
+def _cached_attention(qkv, n_head, past, mask, scale):
+    keys, values = _cached_keys_values(qkv.data, n_head, past)
+    return Function.registry["CachedCausalSelfAttention"].apply(qkv, keys, values, n_head, mask=mask, scale=scale)
+
+
+def _np_cached_attention(qkv, n_head, past, mask, scale):
+    q, k, v = _split_heads(qkv, n_head)
+    if past[0] is not None:
+        k, v = np.concatenate([past[0], k], axis=2), np.concatenate([past[1], v], axis=2)
+    out = np_attention(q, k, v, None if mask is None else ~mask[:, None, None, :], True, scale)
+    B, H, T, D = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+
+def cached_attention_composed(qkv, n_head, past, mask, scale):
+    """Split the packed projection with primitive ops, append the new keys and values to the cache's, then
+    the composed attention."""
+    B, T, C3 = qkv.shape
+    heads = qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head)).permute(2, 0, 3, 1, 4)
+    k, v = heads[1], heads[2]
+    if past[0] is not None:
+        k, v = mg.cat([mg.tensor(past[0]), k], dim=2), mg.cat([mg.tensor(past[1]), v], dim=2)
+    out = attention_composed(heads[0], k, v, None if mask is None else ~mask[:, None, None, :], True, scale)
+    return out.transpose(1, 2).reshape(B, T, C3 // 3)
+
+
+@st.composite
 def additive_scores_cases(draw):
     B, S, H = (draw(st.integers(1, 3)) for _ in range(3))
     return Case((array(draw, (B, H)), array(draw, (B, S, H)), array(draw, (1, H))))
@@ -204,6 +247,8 @@ LAYER_OP_SPECS = {
         lambda q, k, v, mask, causal, scale: np_attention(q, k, v, mask, causal, scale)),
     "PackedCausalSelfAttention": OpSpec("PackedCausalSelfAttention", packed_attention_cases(),
                                         _packed_attention, _np_packed_attention),
+    "CachedCausalSelfAttention": OpSpec("CachedCausalSelfAttention", cached_attention_cases(), _cached_attention,
+                                        _np_cached_attention),
     "AdditiveScores": OpSpec("AdditiveScores", additive_scores_cases(),
                              lambda *inputs: Function.registry["AdditiveScores"].apply(*inputs), np_additive_scores),
     "AttentionContext": OpSpec("AttentionContext", attention_context_cases(),
@@ -215,6 +260,7 @@ LAYER_COMPOSITIONS = {
     "Recurrence": Composition(recurrence_composed),
     "ScaledDotProductAttention": Composition(attention_composed),
     "PackedCausalSelfAttention": Composition(packed_attention_composed),
+    "CachedCausalSelfAttention": Composition(cached_attention_composed),
     "AdditiveScores": Composition(additive_scores_composed),
     "AttentionContext": Composition(attention_context_composed),
 }

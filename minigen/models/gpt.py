@@ -18,7 +18,7 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
-from ..ops.attention import PackedCausalSelfAttention
+from ..ops.attention import CachedCausalSelfAttention, PackedCausalSelfAttention
 from ..random import generator
 
 
@@ -90,10 +90,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         dropout = self.dropout if self.training else 0.0
-        if cache is None and attention_mask is None and dropout == 0.0:
-            # training and full-sequence scoring: one fused op reads the packed projection directly
-            y = PackedCausalSelfAttention.apply(self.c_attn(x), H)
-            return self.c_proj(y)
+        if dropout == 0.0:
+            packed = self.c_attn(x)
+            if cache is None and attention_mask is None:
+                # training and full-sequence scoring: one fused op reads the packed projection directly
+                return self.c_proj(PackedCausalSelfAttention.apply(packed, H))
+            # decoding: the new positions against the cache they extend (and padding masks), one op
+            keys, values = CachedCausalSelfAttention.keys_values(packed.data, H, cache)
+            return self.c_proj(CachedCausalSelfAttention.apply(packed, keys, values, H, mask=attention_mask))
         qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]
         if cache is not None:

@@ -96,6 +96,55 @@ class PackedCausalSelfAttention(Function):
         return kernels.packed_attention_backward(grad, self.qkv, self.out, self.lse, self.n_head, self.scale), None
 
 
+class CachedCausalSelfAttention(Function):
+    """Causal self-attention of the T new positions packed in qkv (B, T, 3C) against keys and values
+    (B, H, S, D) whose last T positions are qkv's own (a KV cache extended by them, see `keys_values`):
+    returns (B, T, C). What a decoding step runs: one op where the general path's split, head moves and
+    index ops are six. `mask` (B, S): True where a key may be attended, or None.
+
+    keys and values are constants for the graph except their last T positions, which are qkv's: backward
+    returns the gradient of those inside dqkv, with q's."""
+
+    def forward(self, qkv, keys, values, n_head, mask=None, scale=None):
+        B, T, C3 = qkv.shape
+        D = C3 // (3 * n_head) if C3 % (3 * n_head) == 0 else 0
+        if D == 0 or keys.shape != values.shape or keys.ndim != 4 or keys.shape[:2] != (B, n_head) \
+                or keys.shape[3] != D or keys.shape[2] < T:
+            raise ValueError(f"cached attention: expected qkv (B, T, 3 * n_head * D) with n_head {n_head} and keys, "
+                             f"values (B, n_head, S >= T, D), got {qkv.shape}, {keys.shape} and {values.shape}")
+        if mask is not None and np.shape(mask) != (B, keys.shape[2]):
+            raise ValueError(f"cached attention: mask must have shape {(B, keys.shape[2])}, got {np.shape(mask)}")
+        self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+        q = kernels.packed_heads(qkv, 3, n_head)[0]
+        blocked = None if mask is None else ~np.asarray(mask, dtype=bool)[:, None, None, :]
+        out, lse = kernels.attention_forward(q, keys, values, blocked, True, self.scale)
+        self.saved = q, keys, values, out, lse, blocked
+        return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(B, T, C3 // 3)
+
+    def backward(self, grad):
+        q, keys, values, out, lse, blocked = self.saved
+        B, H, T, D = q.shape
+        dout = grad.reshape(B, T, H, D).transpose(0, 2, 1, 3)
+        dq, dk, dv = kernels.attention_backward(dout, q, keys, values, out, lse, blocked, True, self.scale)
+        dqkv = np.empty((B, T, 3 * H * D), dq.dtype)
+        for part, g in zip(kernels.packed_heads(dqkv, 3, H), (dq, dk[:, :, -T:], dv[:, :, -T:])):
+            part[...] = g
+        return dqkv, None, None
+
+    @staticmethod
+    def keys_values(qkv, n_head, cache=None):
+        """The keys and values (B, H, S, D) for the new positions packed in the array qkv (B, T, 3C): those of
+        `cache` (a dict holding earlier ones under "k" and "v", or empty) followed by qkv's, stored back in it."""
+        _, k, v = kernels.packed_heads(qkv, 3, n_head)
+        if cache is not None and "k" in cache:
+            k, v = np.concatenate([cache["k"], k], axis=2), np.concatenate([cache["v"], v], axis=2)
+        else:
+            k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
+        if cache is not None:
+            cache["k"], cache["v"] = k, v
+        return k, v
+
+
 class AdditiveScores(Function):
     """Bahdanau's attention scores: scores[b, s] = v . tanh(query[b] + keys[b, s]) for query (B, H), keys
     (B, S, H) and v (1, H), the weight of a Linear(H, 1) without bias.
