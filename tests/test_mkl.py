@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 pytest.importorskip("minigen.kernels.numba_kernels")
+from minigen.kernels import settings  # noqa: E402
 from minigen.kernels.numba import blas, mkl  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,10 +43,10 @@ def probe(**env):
 def test_minigen_blas_is_read_and_checked(monkeypatch):
     for value, choice in (("", "auto"), (" MKL ", "mkl"), ("openblas", "openblas")):
         monkeypatch.setenv("MINIGEN_BLAS", value)
-        assert mkl.requested() == choice
+        assert settings.blas() == choice
     monkeypatch.setenv("MINIGEN_BLAS", "atlas")
     with pytest.raises(ValueError, match="MINIGEN_BLAS must be 'auto', 'mkl' or 'openblas', got 'atlas'"):
-        mkl.requested()
+        settings.blas()
 
 
 def test_a_bad_minigen_blas_fails_at_import():

@@ -31,32 +31,14 @@ import tempfile
 import types
 import warnings
 
-from . import numpy_kernels
-from .numba.mkl import requested as _env_blas
+from . import numpy_kernels, settings
 
 BACKENDS = ("numpy", "numba")
 MASKED_SCORE = numpy_kernels.MASKED_SCORE  # a constant both backends share; reading it loads no backend
 
-
-def _env_backend():
-    name = os.environ.get("MINIGEN_BACKEND", "").strip().lower() or "numba"
-    if name not in BACKENDS:
-        raise ValueError(f"MINIGEN_BACKEND must be 'numpy' or 'numba', got {os.environ['MINIGEN_BACKEND']!r}")
-    return name
-
-
-def _env_threads():
-    value = os.environ.get("MINIGEN_NUM_THREADS", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"MINIGEN_NUM_THREADS must be a positive integer, got {value!r}")
-    return int(value)
-
-
-_requested = _env_backend()  # the backend to resolve on first use
-_env_blas()  # a bad MINIGEN_BLAS fails here, at import, not when the Numba backend loads
-_threads = _env_threads()
+_requested = settings.backend()  # the backend to resolve on first use
+settings.blas()  # a bad MINIGEN_BLAS fails here, at import, not when the Numba backend loads
+_threads = settings.threads()
 _active = None  # the backend module once resolved
 _numba_module = None
 _numba_error = None  # why Numba could not be loaded; set once, so the warning is given once

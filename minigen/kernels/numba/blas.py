@@ -32,7 +32,8 @@ from numba.extending import intrinsic
 from .. import numpy_kernels
 from . import pieces
 from .activations import check_approximate, gelu_backward, gelu_backward_flat, gelu_flat, gelu_forward
-from .mkl import Gemm, mkl_gemm, requested
+from .. import settings
+from .mkl import Gemm, mkl_gemm
 
 # Products below this many multiply-adds run as one BLAS call: a parallel region costs a few microseconds.
 SPLIT_MIN_WORK = 2 ** 18
@@ -95,7 +96,7 @@ def numpy_blas():
 
 _blas = numpy_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
 # the gemm the pieces call: MKL when installed and MINIGEN_BLAS allows it, else NumPy's OpenBLAS
-_gemm = None if _blas is None else (mkl_gemm(requested()) or _blas.gemm)
+_gemm = None if _blas is None else (mkl_gemm(settings.blas()) or _blas.gemm)
 _saved_threads = None  # BLAS's own thread count while minigen holds it at one
 
 

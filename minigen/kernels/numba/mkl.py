@@ -31,7 +31,6 @@ import numpy as np
 
 LP64, SEQUENTIAL = 0, 1  # MKL_Set_Interface_Layer / MKL_Set_Threading_Layer values (mkl_service.h)
 CNR_AUTO, CNR_STRICT = 2, 0x10000  # MKL_CBWR_Set: the branch for this CPU, reproducible whatever the alignment
-CHOICES = ("auto", "mkl", "openblas")
 
 
 class Gemm:
@@ -39,14 +38,6 @@ class Gemm:
 
     def __init__(self, addresses, wide_ints, name):
         self.addresses, self.wide_ints, self.name = addresses, wide_ints, name
-
-
-def requested():
-    """MINIGEN_BLAS, checked: 'auto', 'mkl' or 'openblas'."""
-    choice = os.environ.get("MINIGEN_BLAS", "").strip().lower() or "auto"
-    if choice not in CHOICES:
-        raise ValueError(f"MINIGEN_BLAS must be 'auto', 'mkl' or 'openblas', got {os.environ['MINIGEN_BLAS']!r}")
-    return choice
 
 
 def _library_paths():
