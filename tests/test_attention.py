@@ -217,6 +217,25 @@ def test_a_cache_can_be_reordered_by_indexing():
 
 
 # ----- F.scaled_dot_product_attention -----------------------------------------------------------
+def test_cached_attention_op_checks_its_shapes_and_extends_the_cache():
+    """The decoding op's keys_values appends to the cache dict; mismatched keys or mask raise ValueError."""
+    from minigen.ops.attention import CachedCausalSelfAttention as Op
+    rng = np.random.default_rng(0)
+    first, second = (mg.tensor(rng.standard_normal((2, t, 3 * 8)).astype(np.float32)) for t in (3, 1))
+    cache = {}
+    keys, values = Op.keys_values(first.data, 2, cache)
+    assert keys.shape == values.shape == (2, 2, 3, 4) and cache["k"] is keys
+    keys, values = Op.keys_values(second.data, 2, cache)
+    assert keys.shape == (2, 2, 4, 4) and cache["v"] is values
+    assert Op.apply(second, keys, values, 2, mask=np.ones((2, 4), bool)).shape == (2, 1, 8)
+    with pytest.raises(ValueError, match="cached attention: expected qkv"):
+        Op.apply(second, keys[:, :1], values[:, :1], 2)
+    with pytest.raises(ValueError, match="cached attention: expected qkv"):
+        Op.apply(second, keys, values, 3)
+    with pytest.raises(ValueError, match=r"cached attention: mask must have shape \(2, 4\), got \(2, 3\)"):
+        Op.apply(second, keys, values, 2, mask=np.ones((2, 3), bool))
+
+
 def test_sdpa_masks_follow_pytorchs_conventions():
     rng = np.random.default_rng(8)
     q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 2))
