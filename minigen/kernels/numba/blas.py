@@ -304,6 +304,14 @@ def _linear_chunks(x, weight, *others):
     return _pieces(x.shape[0] * weight.shape[0] * x.shape[1], x.shape[0])
 
 
+def _few_rows(x, weight):
+    """Whether a Linear layer has fewer rows than outputs (a recurrent cell: a batch of 64 against 768 gate
+    outputs). Cut by rows, each thread's BLAS call would get too few rows to run well; `gemm` cuts such a
+    product by its columns instead, and its weight gradient by the weight's rows, with no shares to add:
+    1.2x faster forward and 1.3-1.5x backward at 64 x 320 -> 768, on OpenBLAS and on MKL."""
+    return x.shape[0] < weight.shape[0]
+
+
 def _linear(x, weight, bias, gelu, tanh_form, chunks):
     """(h, y) of _split_linear (y is h without GELU)."""
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
@@ -331,6 +339,11 @@ def linear_forward(x, weight, bias):
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
     if chunks == 0:
         return numpy_kernels.linear_forward(x, weight, bias)
+    if _few_rows(x, weight):
+        h = gemm(x, weight, False, True)
+        if bias is not None:
+            h += bias
+        return h
     return _linear(x, weight, bias, False, False, chunks)[0]
 
 
@@ -339,6 +352,8 @@ def linear_backward(grad, x, weight, has_bias):
     chunks = _linear_chunks(x, weight, grad)
     if chunks == 0 or grad.shape != (x.shape[0], weight.shape[0]):
         return numpy_kernels.linear_backward(grad, x, weight, has_bias)
+    if _few_rows(x, weight):
+        return gemm(grad, weight, False, False), gemm(grad, x, True, False), grad.sum(axis=0) if has_bias else None
     return _linear_backward(grad, x, weight, None, has_bias, False, False, chunks)
 
 
@@ -346,7 +361,7 @@ def linear_gelu_forward(x, weight, bias, approximate):
     """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 0:
+    if chunks == 0 or _few_rows(x, weight):
         h = linear_forward(x, weight, bias)
         return h, gelu_forward(h, approximate)
     return _linear(x, weight, bias, True, tanh_form, chunks)
@@ -356,6 +371,6 @@ def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
     """(gx, gweight, gbias) of linear_gelu_forward (see `numpy_kernels.linear_gelu_backward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, grad, h)
-    if chunks == 0 or grad.shape != h.shape:
+    if chunks == 0 or grad.shape != h.shape or _few_rows(x, weight):
         return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
     return _linear_backward(grad, x, weight, h, has_bias, True, tanh_form, chunks)
