@@ -71,6 +71,12 @@ def minigen_side(work):
     return run
 
 
+def release_blas_threads():
+    """The NumPy backend gives NumPy's BLAS back the threads the Numba backend held, for the next NumPy column."""
+    from minigen import kernels
+    kernels.set_backend("numpy")
+
+
 def torch_side(work):
     import torch
     tensors = [(torch.from_numpy(a), torch.from_numpy(b), ta, tb) for a, b, ta, tb in work]
@@ -103,8 +109,7 @@ def main(argv=None):
         gflop = flops(work) / 1e9
         ours = best_seconds(numpy_side(work), args.repeat)
         split = best_seconds(minigen_side(work), args.repeat)
-        from minigen import kernels
-        kernels.set_backend("numpy")  # gives NumPy's BLAS its own threads back for the next NumPy column
+        release_blas_threads()
         row = f"| {name}: {len(work)} | {gflop:.2f} | {ours * 1e3:.1f} | {gflop / ours:.0f} | {split * 1e3:.1f} " \
               f"| {gflop / split:.0f} |"
         if has_torch:

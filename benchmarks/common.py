@@ -157,8 +157,9 @@ def machine_lines(threads):
     details = [f"{os.cpu_count()} cores", simd, f"{memory:.1f} GiB" if memory else None]
     software = [with_threads(f"numpy {version('numpy')} with {blas}", "blas", parent_blas_threads)]
     software += [with_threads(f"{name} {version(name)}", name) for name in ("numba", "torch") if version(name)]
-    if products_library():
-        software.append(f"minigen's matrix products on {products_library()}")
+    products = products_library()
+    if products:
+        software.append(f"minigen's matrix products on {products}")
     if version("transformers"):
         software.append(f"transformers {version('transformers')}")
     return [f"- CPU: {cpu}, {', '.join(filter(None, details))}",

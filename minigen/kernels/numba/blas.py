@@ -43,18 +43,19 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enums
 class _Blas:
     """NumPy's OpenBLAS: its gemm (a `Gemm`) and its thread-count functions."""
 
-    def __init__(self, library, prefix, suffix, wide_ints):
+    def __init__(self, library, prefix, suffix):
         def function(name, restype, argtypes):
             f = getattr(library, f"{prefix}{name}{suffix}")
             f.restype, f.argtypes = restype, argtypes
             return f
-        config = function("openblas_get_config", ctypes.c_char_p, [])
+        config = function("openblas_get_config", ctypes.c_char_p, [])() or b"OpenBLAS"  # "OpenBLAS 0.3.31 ..."
         addresses = {np.dtype(np.float32): ctypes.cast(getattr(library, f"{prefix}cblas_sgemm{suffix}"),
                                                        ctypes.c_void_p).value,
                      np.dtype(np.float64): ctypes.cast(getattr(library, f"{prefix}cblas_dgemm{suffix}"),
                                                        ctypes.c_void_p).value}
-        name = (config() or b"OpenBLAS").decode(errors="replace").split()
-        self.gemm = Gemm(addresses, wide_ints, f"NumPy's {' '.join(name[:2])}")
+        wide_ints = suffix == "64_" or b"USE64BITINT" in config
+        name = " ".join(config.decode(errors="replace").split()[:2])
+        self.gemm = Gemm(addresses, wide_ints, f"NumPy's {name}")
         self.get_threads = function("openblas_get_num_threads", ctypes.c_int, [])
         self.set_threads = function("openblas_set_num_threads", None, [ctypes.c_int])
 
@@ -76,7 +77,7 @@ def _candidate_paths():
 
 
 def numpy_blas():
-    """NumPy's OpenBLAS as a `_Blas` (gemm addresses, get_threads, set_threads), or None when NumPy uses
+    """NumPy's OpenBLAS as a `_Blas` (its Gemm, get_threads, set_threads), or None when NumPy uses
     another BLAS or it cannot be found."""
     for path in _candidate_paths():
         try:
@@ -87,10 +88,7 @@ def numpy_blas():
             if not hasattr(library, f"{prefix}cblas_sgemm{suffix}") or \
                     not hasattr(library, f"{prefix}openblas_set_num_threads{suffix}"):
                 continue
-            config = getattr(library, f"{prefix}openblas_get_config{suffix}")
-            config.restype = ctypes.c_char_p
-            wide_ints = suffix == "64_" or b"USE64BITINT" in (config() or b"")
-            return _Blas(library, prefix, suffix, wide_ints)
+            return _Blas(library, prefix, suffix)
     return None
 
 

@@ -65,8 +65,8 @@ def _load(path):
     except (OSError, AttributeError):
         return None
     words = version.value.decode(errors="replace").split()
-    release = next((w for w in words if w[:1].isdigit()), "")  # "... Library Version 2026.2-Product Build ..."
-    return Gemm(addresses, False, f"MKL {release.split('-')[0]} (sequential, reproducible mode)".replace("  ", " "))
+    release = next((w.split("-")[0] for w in words if w[:1].isdigit()), None)  # "... Version 2026.2-Product Build"
+    return Gemm(addresses, False, " ".join(filter(None, ("MKL", release, "(sequential, reproducible mode)"))))
 
 
 def mkl_gemm(choice):
