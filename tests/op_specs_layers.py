@@ -181,9 +181,18 @@ def cached_attention_cases(draw):
 
 
 def _cached_keys_values(qkv, n_head, past):
-    """keys_values with a cache holding `past` (fresh for every call: the op stores the extended arrays in it)."""
-    cache = {} if past[0] is None else {"k": past[0], "v": past[1]}
-    return Function.registry["CachedCausalSelfAttention"].keys_values(qkv, n_head, cache)
+    """The keys and values of a KVCache holding `past` once qkv's new positions are stored (a fresh cache for
+    every call)."""
+    from minigen.kernels import packed_heads
+    from minigen.nn import KVCache
+    _, k, v = packed_heads(qkv, 3, n_head)
+    B, H, T, D = k.shape
+    P = 0 if past[0] is None else past[0].shape[2]
+    cache = KVCache(1, B, H, D, P + T, qkv.dtype)
+    if P:
+        cache.update(0, *past)
+        cache.advance(P)
+    return cache.update(0, k, v)
 
 
 def _cached_attention(qkv, n_head, past, mask, scale):

@@ -217,16 +217,22 @@ def test_a_cache_can_be_reordered_by_indexing():
 
 
 # ----- F.scaled_dot_product_attention -----------------------------------------------------------
-def test_cached_attention_op_checks_its_shapes_and_extends_the_cache():
-    """The decoding op's keys_values appends to the cache dict; mismatched keys or mask raise ValueError."""
+def test_cached_attention_op_checks_its_shapes_against_a_kv_cache():
+    """The decoding op reads the filled prefix of a KVCache (views, no copies); mismatched keys or mask raise
+    ValueError."""
+    from minigen.kernels import packed_heads
+    from minigen.nn import KVCache
     from minigen.ops.attention import CachedCausalSelfAttention as Op
     rng = np.random.default_rng(0)
     first, second = (mg.tensor(rng.standard_normal((2, t, 3 * 8)).astype(np.float32)) for t in (3, 1))
-    cache = {}
-    keys, values = Op.keys_values(first.data, 2, cache)
-    assert keys.shape == values.shape == (2, 2, 3, 4) and cache["k"] is keys
-    keys, values = Op.keys_values(second.data, 2, cache)
-    assert keys.shape == (2, 2, 4, 4) and cache["v"] is values
+    cache = KVCache(1, 2, 2, 4, capacity=8)
+    keys, values = cache.update(0, *packed_heads(first.data, 3, 2)[1:])
+    cache.advance(3)
+    assert keys.shape == values.shape == (2, 2, 3, 4) and np.shares_memory(keys, cache.keys)
+    keys, values = cache.update(0, *packed_heads(second.data, 3, 2)[1:])
+    cache.advance(1)
+    assert keys.shape == (2, 2, 4, 4) and np.shares_memory(values, cache.values) and cache.length == 4
+    np.testing.assert_array_equal(keys[:, :, :3], packed_heads(first.data, 3, 2)[1])
     assert Op.apply(second, keys, values, 2, mask=np.ones((2, 4), bool)).shape == (2, 1, 8)
     with pytest.raises(ValueError, match="cached attention: expected qkv"):
         Op.apply(second, keys[:, :1], values[:, :1], 2)

@@ -3,7 +3,8 @@
 A directory written by transformers' `GPT2LMHeadModel.save_pretrained` holds `config.json` (GPT-2 keys such as
 `n_positions`, `activation_function`) and `model.safetensors` whose names are minigen's with or without the
 `transformer.` prefix. GPT-2's Conv1D layers store their weights (in, out); minigen's Linear stores (out, in),
-so exactly those four weights are transposed on the way in and out.
+so exactly those four weights are transposed on the way in and out: on the way in as views (no copy; the
+Linear kernels take a weight whose transpose is contiguous as it lies), on the way out as copies.
 """
 import numpy as np
 
@@ -77,7 +78,7 @@ def state_dict_from_hf(tensors, bias=True):
                 raise ValueError(f"checkpoint tensor {name!r} is non-zero but the config says bias=false")
             continue
         if key.endswith(CONV1D_WEIGHTS):
-            arr = np.ascontiguousarray(arr.T)
+            arr = arr.T
         out[key] = arr
     return out
 

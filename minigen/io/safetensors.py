@@ -9,6 +9,12 @@ Loading validates the whole header against the file size before reading any tens
 so a corrupt or hostile file costs at most the header cap in memory and raises ValueError.
 Loaded arrays are fresh, writable copies in native byte order: nothing refers back to
 the file or the input bytes. BF16 tensors load as float32 (exact).
+
+`load_file(path, mmap=True)` maps the file instead of reading it: each array is a view of the
+mapping, so loading costs no reads and no memory until a tensor is used, and pages the system
+already caches are shared. The mapping is private (copy-on-write): an array can be written, the
+page written gets its own memory, and the file is never modified. Tensors that cannot be used in
+place (BF16 and BOOL, a byte order other than the machine's, a misaligned offset) are copies.
 """
 import json
 import os
@@ -42,12 +48,17 @@ _NAME_OF = {dt.newbyteorder("="): name for name, (dt, _) in _DTYPES.items() if n
 _MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
 
-def load_file(path):
-    """Read a ``.safetensors`` file into ``{name: np.ndarray}`` (writable copies, file order)."""
+def load_file(path, mmap=False):
+    """Read a ``.safetensors`` file into ``{name: np.ndarray}`` (writable copies, file order); with mmap=True,
+    views of a private map of the file (see the module's docstring)."""
+    if not isinstance(mmap, bool):
+        raise TypeError(f"load_file: mmap must be True or False, got {mmap!r}")
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         start, entries, _ = _read_header(f.read, size, path)
+        if mmap:
+            return _mapped_tensors(f, start, entries)
         tensors = {}
         for name, dtype, shape, begin, end in entries:
             arr = np.empty(shape, _DTYPES[dtype][0])
@@ -55,6 +66,18 @@ def load_file(path):
             if end > begin and f.readinto(arr.reshape(-1).view(np.uint8)) != end - begin:
                 raise ValueError(f"{path}: file ended while reading tensor {name!r} (was it truncated?)")
             tensors[name] = _finish(arr, dtype)
+    return tensors
+
+
+def _mapped_tensors(f, start, entries):
+    """{name: view of a copy-on-write map of the open file f} for a validated header's entries."""
+    mapped = np.memmap(f, dtype=np.uint8, mode="c").view(np.ndarray)  # a plain array: slices stay plain
+    tensors = {}
+    for name, dtype, shape, begin, end in entries:
+        np_dtype = _DTYPES[dtype][0]
+        arr = mapped[start + begin:start + end].view(np_dtype).reshape(shape)
+        usable = dtype not in ("BF16", "BOOL") and np_dtype.isnative and arr.flags.aligned
+        tensors[name] = arr if usable else _finish(arr.copy(), dtype)
     return tensors
 
 

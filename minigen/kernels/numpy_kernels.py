@@ -335,3 +335,30 @@ def _adam_apply(param, exp_avg, second_moment, scratch, lr, beta1, beta2, eps, s
     np.divide(exp_avg, scratch, out=scratch)
     scratch *= -step_size
     param += scratch
+
+
+# ----- int8 weights: symmetric, one float32 scale per block of inputs (llama.cpp's q8_0) ------------
+def quantize_int8(weight, group_size):
+    """(q, scale) for a 2-D float weight (N, K): q int8 (N, K), scale float32 (N, ceil(K / group_size)), with
+    weight[n, k] ~ q[n, k] * scale[n, k // group_size], each block's largest magnitude mapped to 127."""
+    N, K = weight.shape
+    blocks = -(-K // group_size)
+    padded = np.zeros((N, blocks * group_size), np.float32)
+    padded[:, :K] = weight
+    padded = padded.reshape(N, blocks, group_size)
+    scale = np.abs(padded).max(axis=2) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.rint(padded / safe[:, :, None]).clip(-127, 127).astype(np.int8)
+    return q.reshape(N, -1)[:, :K].copy(), scale.astype(np.float32)
+
+
+def dequantize_int8(q, scale):
+    """The float32 weight (N, K) that `quantize_int8`'s (q, scale) stand for."""
+    N, K = q.shape
+    group = -(-K // scale.shape[1])
+    return q.astype(np.float32) * np.repeat(scale, group, axis=1)[:, :K]
+
+
+def int8_linear_forward(x, q, scale, bias):
+    """A Linear layer on 2-D float32 x with an int8 weight: x @ dequantize_int8(q, scale).T + bias (bias may be None)."""
+    return linear_forward(x, dequantize_int8(q, scale), bias)

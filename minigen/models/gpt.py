@@ -18,6 +18,8 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
+from .. import kernels
+from ..nn.kv_cache import KVCache
 from ..ops.attention import CachedCausalSelfAttention, PackedCausalSelfAttention
 from ..random import generator
 
@@ -76,40 +78,42 @@ ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention with a causal mask; fused q/k/v projection `c_attn` as in GPT-2."""
 
-    def __init__(self, config):
+    def __init__(self, config, layer_index=0):
         super().__init__()
-        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.n_head, self.n_embd, self.layer_index = config.n_head, config.n_embd, layer_index
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x, cache=None, attention_mask=None):
-        """x (B, T, C). `cache` is a dict holding this layer's past keys and values (NumPy arrays) that
-        is extended in place; `attention_mask` (B, S) is True at the key positions that may be attended
-        (S counts the cached positions too)."""
-        B, T, C = x.shape
-        H, D = self.n_head, C // self.n_head
-        dropout = self.dropout if self.training else 0.0
-        if dropout == 0.0:
-            packed = self.c_attn(x)
-            if cache is None and attention_mask is None:
-                # training and full-sequence scoring: one fused op reads the packed projection directly
-                return self.c_proj(PackedCausalSelfAttention.apply(packed, H))
-            # decoding: the new positions against the cache they extend (and padding masks), one op
-            keys, values = CachedCausalSelfAttention.keys_values(packed.data, H, cache)
-            return self.c_proj(CachedCausalSelfAttention.apply(packed, keys, values, H, mask=attention_mask))
-        qkv = self.c_attn(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        if cache is not None:
-            if "k" in cache:
-                k = Tensor._wrap(np.concatenate([cache["k"], k.data], axis=2))
-                v = Tensor._wrap(np.concatenate([cache["v"], v.data], axis=2))
-            cache["k"], cache["v"] = k.data, v.data
-        mask = None if attention_mask is None else attention_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        """x (B, T, C). `cache` (a KVCache) holds the keys and values of earlier positions and takes this layer's
+        new ones; `attention_mask` (B, S) is True at the key positions that may be attended (S counts the
+        cached positions too)."""
+        qkv = self.c_attn(x)
+        if self.training and self.dropout > 0:
+            if cache is not None:
+                raise ValueError("CausalSelfAttention: a KV cache is for inference; call model.eval() first")
+            y = self._dropout_attention(qkv, attention_mask)
+        elif cache is None and attention_mask is None:
+            # training and full-sequence scoring: one fused op reads q, k, v where they lie in qkv
+            y = PackedCausalSelfAttention.apply(qkv, self.n_head)
+        else:
+            # decoding (or a padded batch): the new positions against all keys so far, one op
+            _, k, v = kernels.packed_heads(qkv.data, 3, self.n_head)
+            keys, values = (np.ascontiguousarray(k), np.ascontiguousarray(v)) if cache is None else \
+                cache.update(self.layer_index, k, v)
+            y = CachedCausalSelfAttention.apply(qkv, keys, values, self.n_head, mask=attention_mask)
         return F.dropout(self.c_proj(y), self.dropout, self.training)
+
+    def _dropout_attention(self, qkv, attention_mask):
+        """Attention with dropout on its weights, through the general op (the fused ones have no dropout)."""
+        B, T, C3 = qkv.shape
+        H = self.n_head
+        qkv = qkv.reshape(B, T, 3, H, C3 // (3 * H)).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        mask = None if attention_mask is None else attention_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, dropout_p=self.dropout)
+        return y.transpose(1, 2).reshape(B, T, C3 // 3)
 
 
 class MLP(nn.Module):
@@ -130,11 +134,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-LayerNorm transformer block."""
 
-    def __init__(self, config):
+    def __init__(self, config, layer_index=0):
         super().__init__()
         eps = config.layer_norm_epsilon
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer_index)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -151,7 +155,7 @@ class Transformer(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
 
     def check_input_ids(self, input_ids, name="input_ids"):
@@ -184,15 +188,17 @@ class Transformer(nn.Module):
             raise ValueError(f"position_ids contains position {int(bad)} outside [0, block_size={block})")
         return pos.astype(np.int64, copy=False)
 
-    def forward(self, input_ids, position_ids=None, caches=None, attention_mask=None):
+    def forward(self, input_ids, position_ids=None, cache=None, attention_mask=None):
         """The final hidden states ln_f(x), (B, T, n_embd).
 
-        `caches` (a list with one dict per layer) turns on incremental decoding: keys and values of earlier
-        positions are read from it and the new ones appended. `attention_mask` (B, past + T) is 1 at the
+        `cache` (a KVCache, see `new_cache`) turns on incremental decoding: keys and values of earlier
+        positions are read from it and the new ones stored. `attention_mask` (B, past + T) is 1 at the
         positions that may be attended, 0 at padding (Hugging Face's convention)."""
         ids = self.check_input_ids(input_ids)
         B, T = ids.shape
-        past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"cache holds {cache.batch_size} sequences but input_ids has {B}")
+        past = 0 if cache is None else cache.length
         if past + T > self.config.block_size:
             raise ValueError(f"sequence length {past + T} exceeds block_size {self.config.block_size}")
         if position_ids is None:
@@ -207,13 +213,23 @@ class Transformer(nn.Module):
                                  f"got {mask.shape}")
         x = self.wte(ids) + self.wpe(position_ids)
         x = F.dropout(x, self.config.dropout, self.training)
-        for i, block in enumerate(self.h):
-            x = block(x, None if caches is None else caches[i], mask)
+        for block in self.h:
+            x = block(x, cache, mask)
+        if cache is not None:
+            cache.advance(T)
         return self.ln_f(x)
+
+    def new_cache(self, batch_size, capacity):
+        """An empty KVCache for `batch_size` sequences of up to `capacity` positions (at most block_size)."""
+        c = self.config
+        return KVCache(c.n_layer, batch_size, c.n_head, c.n_embd // c.n_head, min(capacity, c.block_size),
+                       self.wte.weight.dtype)
 
 
 def init_gpt2_weights(module, n_layer):
     """GPT-2's initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2*n_layer)), zero biases."""
+    if nn.init.skipping():  # weights about to be loaded: leave them undrawn
+        return
     rng = generator()
     residual_std = 0.02 / math.sqrt(2 * n_layer)
     for name, p in module.named_parameters():
@@ -268,11 +284,11 @@ class GPT(nn.Module):
                              f"[0, {self.config.vocab_size}) (use -100 for positions to ignore)")
         return tgt.astype(np.int64, copy=False)
 
-    def forward(self, input_ids, targets=None, position_ids=None, caches=None, attention_mask=None):
+    def forward(self, input_ids, targets=None, position_ids=None, cache=None, attention_mask=None):
         """Logits (B, T, V) and the mean cross-entropy against `targets` (-100 ignored), or None without targets.
 
-        See `Transformer.forward` for position_ids, caches and attention_mask."""
-        h = self.transformer(input_ids, position_ids, caches, attention_mask)
+        See `Transformer.forward` for position_ids, cache and attention_mask."""
+        h = self.transformer(input_ids, position_ids, cache, attention_mask)
         logits = F.linear(h, self.head_weight)
         if targets is None:
             return logits, None
@@ -281,12 +297,13 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.reshape(B * T, V), tgt.reshape(-1), ignore_index=-100)
 
     # ----- the decoding protocol of minigen.generation --------------------------------------
-    def start_decoding(self, input_ids, attention_mask=None, use_cache=True, crop_context=False):
+    def start_decoding(self, input_ids, attention_mask=None, use_cache=True, crop_context=False, max_length=None):
         """Begin decoding the prompts `input_ids` (B, S), left-padded where `attention_mask` is 0.
 
         Returns (state, prefix): the prompt is the prefix every output starts with. With crop_context, a
         sequence longer than block_size is conditioned on its last block_size tokens (nanoGPT's sampling);
-        without it, that raises ValueError."""
+        without it, that raises ValueError. `max_length` (prompt + new tokens), when known, sizes the KV cache
+        once for the whole generation."""
         ids = self.check_input_ids(input_ids)
         if ids.shape[1] > self.config.block_size and not crop_context:
             raise ValueError(f"input_ids has length {ids.shape[1]}, longer than block_size {self.config.block_size}")
@@ -297,8 +314,9 @@ class GPT(nn.Module):
             raise ValueError(f"attention_mask: rows {np.flatnonzero(~mask[:, -1]).tolist()} end with padding; a "
                              f"decoder-only model needs prompts padded on the left")
         state = {"mask": np.zeros((ids.shape[0], 0), bool), "pending_mask": mask, "crop_context": crop_context,
-                 "caches": [dict() for _ in self.transformer.h] if use_cache else None,
-                 "tokens": np.zeros((ids.shape[0], 0), np.int64)}
+                 "tokens": np.zeros((ids.shape[0], 0), np.int64),
+                 "cache": self.transformer.new_cache(ids.shape[0], max(max_length or 0, ids.shape[1] + 1))
+                 if use_cache else None}
         return state, ids
 
     def decode_step(self, new_tokens, state):
@@ -316,14 +334,14 @@ class GPT(nn.Module):
                                  f"{block}; lower max_length or max_new_tokens")
             # the window slides: positions shift, so cached keys are stale and each step recomputes it
             state["mask"], state["tokens"] = state["mask"][:, -block:], state["tokens"][:, -block:]
-            state["caches"] = None
+            state["cache"] = None
         mask = state["mask"]
         # left padding: positions count real tokens only, as in Hugging Face's GPT-2
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         attention_mask = None if mask.all() else mask
         with no_grad():
-            if state["caches"] is not None:
-                h = self.transformer(new_tokens, positions[:, -K:], state["caches"], attention_mask)
+            if state["cache"] is not None:
+                h = self.transformer(new_tokens, positions[:, -K:], state["cache"], attention_mask)
             else:
                 h = self.transformer(state["tokens"], positions, None, attention_mask)
             # only the last position's logits are needed: skip the (T, V) head product of the prompt
@@ -331,13 +349,14 @@ class GPT(nn.Module):
         return logits.data, state
 
     def reorder_state(self, state, index):
-        """Row i of the new state is row index[i] of `state` (beams, repeated return sequences)."""
+        """Row i of the new state is row index[i] of `state` (beams, repeated return sequences). The KV cache is
+        reordered in place: the state passed in is not to be used again."""
         state = dict(state)
         for key in ("mask", "tokens", "pending_mask"):
             if state.get(key) is not None:
                 state[key] = state[key][index]
-        if state["caches"] is not None:
-            state["caches"] = [{k: v[index] for k, v in c.items()} for c in state["caches"]]
+        if state["cache"] is not None:
+            state["cache"].reorder(index)
         return state
 
     def generate(self, input_ids, attention_mask=None, use_cache=True, crop_context=False, **kwargs):
@@ -348,10 +367,11 @@ class GPT(nn.Module):
         crop_context=True lets prompt + continuation outgrow block_size: each token is then predicted from
         the last block_size tokens, as nanoGPT samples (Hugging Face raises instead, as minigen does by default)."""
         kwargs.setdefault("eos_token_id", self.config.eos_token_id)
+        decoder = _Decoder(self, use_cache, crop_context, _final_length(input_ids, kwargs))
         was_training = self.training
         self.eval()
         try:
-            return generate(_Decoder(self, use_cache, crop_context), input_ids, attention_mask=attention_mask, **kwargs)
+            return generate(decoder, input_ids, attention_mask=attention_mask, **kwargs)
         finally:
             self.train(was_training)
 
@@ -361,8 +381,12 @@ class GPT(nn.Module):
         """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), in eval mode
         as Hugging Face returns it (call `.train()` to fine-tune with dropout)."""
         config, weights = load_gpt2_directory(directory)
-        model = cls(config).to(dtype)
-        model.load_state_dict(weights, strict=True)
+        with nn.init.skip_init():
+            model = cls(config)
+        # the parameters take the mapped tensors themselves: nothing is read until used, nothing copied
+        model.load_state_dict(weights, strict=True, assign=True)
+        if np.dtype(dtype) != model.transformer.wte.weight.dtype:
+            model.to(dtype)
         return model.eval()
 
     def save_pretrained(self, directory):
@@ -388,17 +412,30 @@ def load_gpt2_directory(directory):
             raise FileNotFoundError(f"from_pretrained: {path!r} not found (expected a checkpoint directory with "
                                     f"config.json and model.safetensors)")
     config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
-    return config, gpt2.state_dict_from_hf(load_file(weights_path), config.bias)
+    return config, gpt2.state_dict_from_hf(load_file(weights_path, mmap=True), config.bias)
+
+
+def _final_length(input_ids, kwargs):
+    """The length generate's sequences may reach (prompt + new tokens) from its keywords, or None when they do
+    not say it plainly (generate checks them and raises)."""
+    def integer(value):
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    prompt = np.shape(input_ids)[-1] if np.ndim(input_ids) else 0
+    new, total = kwargs.get("max_new_tokens"), kwargs.get("max_length", 20)
+    if new is not None:
+        return prompt + int(new) if integer(new) else None
+    return int(total) if integer(total) else None
 
 
 class _Decoder:
-    """Binds use_cache and crop_context to the model's decoding protocol."""
+    """Binds use_cache, crop_context and the final length to the model's decoding protocol."""
 
-    def __init__(self, model, use_cache, crop_context):
-        self.model, self.use_cache, self.crop_context = model, use_cache, crop_context
+    def __init__(self, model, use_cache, crop_context, max_length):
+        self.model, self.use_cache, self.crop_context, self.max_length = model, use_cache, crop_context, max_length
 
     def start_decoding(self, input_ids, attention_mask=None):
-        return self.model.start_decoding(input_ids, attention_mask, self.use_cache, self.crop_context)
+        return self.model.start_decoding(input_ids, attention_mask, self.use_cache, self.crop_context,
+                                         self.max_length)
 
     def decode_step(self, new_tokens, state):
         return self.model.decode_step(new_tokens, state)

@@ -2,10 +2,13 @@
 
 Random draws come from minigen's global generator (see `minigen.manual_seed`) unless a NumPy
 Generator is passed as `generator`."""
+import contextlib
 import math
 
 from ..autograd import Tensor
 from .. import random
+
+_skipping = False  # inside skip_init(): fills leave tensors as they are
 
 _LINEAR_LIKE = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                 "conv_transpose3d", "sigmoid")
@@ -40,6 +43,24 @@ def _fill(tensor, values):
     return tensor
 
 
+@contextlib.contextmanager
+def skip_init():
+    """Inside this block every init function leaves its tensor as it is (uninitialised): for building a model
+    whose weights are about to be loaded, without drawing them first. A model's parameters come from np.empty,
+    so memory that is never filled is never touched either (GPT-2 small: 124M draws and 0.5 GB saved)."""
+    global _skipping
+    outer, _skipping = _skipping, True
+    try:
+        yield
+    finally:
+        _skipping = outer
+
+
+def skipping():
+    """Whether init functions are switched off by `skip_init`."""
+    return _skipping
+
+
 def _rng(generator):
     return random.generator() if generator is None else generator
 
@@ -62,18 +83,23 @@ def _fan(tensor, mode):
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """Fill with U(a, b)."""
     _check(tensor, "uniform_")
+    if _skipping:
+        return tensor
     return _fill(tensor, _rng(generator).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """Fill with N(mean, std^2)."""
     _check(tensor, "normal_")
+    if _skipping:
+        return tensor
     return _fill(tensor, _rng(generator).normal(mean, std, tensor.shape))
 
 
 def constant_(tensor, val):
     """Fill with the value val."""
-    return _fill(_check(tensor, "constant_"), val)
+    _check(tensor, "constant_")
+    return tensor if _skipping else _fill(tensor, val)
 
 
 def zeros_(tensor):

@@ -10,8 +10,11 @@ from .module import Module, Parameter
 
 
 def empty_parameter(*shape, dtype=None):
-    """An uninitialised Parameter of `shape` (float32 unless dtype is given), to be filled by nn.init."""
-    return Parameter(np.empty(shape, dtype=np.dtype(DEFAULT_DTYPE if dtype is None else dtype)))
+    """An uninitialised Parameter of `shape` (float32 unless dtype is given), to be filled by nn.init.
+
+    The empty array is wrapped, not copied: memory that is never filled (see `init.skip_init`) is never touched."""
+    return Parameter._wrap(np.empty(shape, dtype=np.dtype(DEFAULT_DTYPE if dtype is None else dtype)),
+                           requires_grad=True)
 
 
 def check_size(layer, name, value, minimum=0):

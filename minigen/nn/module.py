@@ -158,8 +158,10 @@ class Module:
                     entries[f"{mod_name}.{name}" if mod_name else name] = (module, name, p)
         return entries
 
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into parameters by name. Shapes must match; with strict, names must too.
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Copy arrays into parameters by name. Shapes must match; with strict, names must too. With assign=True
+        (PyTorch's keyword) a parameter takes the array itself, without a copy, when its dtype matches: how
+        `from_pretrained` uses a memory-mapped checkpoint in place.
 
         Everything is checked before anything is copied, so a failed load leaves the module unchanged.
         Raises TypeError for a state_dict that is not a mapping or values that are not numeric arrays
@@ -202,7 +204,7 @@ class Module:
         for key, value in values.items():
             module, name, target = own[key]
             if isinstance(target, Tensor):
-                target.data = value.astype(target.dtype, copy=True)
+                target.data = value.astype(target.dtype, copy=not assign)
             else:
                 module.register_buffer(name, value.astype(target.dtype, copy=True))
         return missing, unexpected

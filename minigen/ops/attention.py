@@ -98,7 +98,7 @@ class PackedCausalSelfAttention(Function):
 
 class CachedCausalSelfAttention(Function):
     """Causal self-attention of the T new positions packed in qkv (B, T, 3C) against keys and values
-    (B, H, S, D) whose last T positions are qkv's own (a KV cache extended by them, see `keys_values`):
+    (B, H, S, D) whose last T positions are qkv's own (a KV cache extended by them, see `nn.KVCache`):
     returns (B, T, C). What a decoding step runs: one op where the general path's split, head moves and
     index ops are six. `mask` (B, S): True where a key may be attended, or None.
 
@@ -130,19 +130,6 @@ class CachedCausalSelfAttention(Function):
         for part, g in zip(kernels.packed_heads(dqkv, 3, H), (dq, dk[:, :, -T:], dv[:, :, -T:])):
             part[...] = g
         return dqkv, None, None
-
-    @staticmethod
-    def keys_values(qkv, n_head, cache=None):
-        """The keys and values (B, H, S, D) for the new positions packed in the array qkv (B, T, 3C): those of
-        `cache` (a dict holding earlier ones under "k" and "v", or empty) followed by qkv's, stored back in it."""
-        _, k, v = kernels.packed_heads(qkv, 3, n_head)
-        if cache is not None and "k" in cache:
-            k, v = np.concatenate([cache["k"], k], axis=2), np.concatenate([cache["v"], v], axis=2)
-        else:
-            k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
-        if cache is not None:
-            cache["k"], cache["v"] = k, v
-        return k, v
 
 
 class AdditiveScores(Function):

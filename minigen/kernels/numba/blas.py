@@ -3,9 +3,11 @@
 Why: NumPy's OpenBLAS runs its own thread pool, and its idle threads keep spinning for a while after
 each product. Any Numba kernel that runs in parallel right after a product (attention, say) then shares
 the cores with those spinning threads, and on a small machine both lose: the two pools cannot be
-used together. So minigen keeps one pool. With the Numba backend on more than one thread, BLAS is set
-to one thread (`claim_threads`), and `gemm` cuts the rows of a product (or its columns, when there
-are few rows) into one piece per Numba thread; each thread calls BLAS's gemm on its piece. Each
+used together. So minigen keeps one pool. With the Numba backend on more than one thread, `gemm` cuts
+the rows of a product (or its columns, when there are few rows) into one piece per Numba thread; each thread
+calls BLAS's gemm on its piece, with NumPy's OpenBLAS held at one thread for the call (`_on_one_blas_thread`:
+the count is read and given back around every split product, so the application's own NumPy keeps its
+threads between minigen's calls). Each
 piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and products and
 parallel attention run on the same threads. The Linear layers (`linear_forward`, `linear_backward`, and
 `linear_gelu_*` for a Linear followed by GELU) give each thread a block of rows and do everything for those rows
@@ -30,7 +32,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import numpy_kernels
-from . import pieces
+from . import matvec, pieces
 from .activations import check_approximate, gelu_backward, gelu_backward_flat, gelu_flat, gelu_forward
 from .. import settings
 from .mkl import Gemm, mkl_gemm
@@ -95,7 +97,6 @@ def numpy_blas():
 _blas = numpy_blas() if sys.platform != "win32" else None  # Windows: cdecl/stdcall details not handled
 # the gemm the pieces call: MKL when installed and MINIGEN_BLAS allows it, else NumPy's OpenBLAS
 _gemm = None if _blas is None else (mkl_gemm(settings.blas()) or _blas.gemm)
-_saved_threads = None  # BLAS's own thread count while minigen holds it at one
 
 
 def available():
@@ -109,19 +110,20 @@ def library():
     return None if _gemm is None else _gemm.name
 
 
-def claim_threads(numba_threads):
-    """Hold BLAS at one thread while Numba runs `numba_threads` > 1 (products are split by `gemm`);
-    give BLAS its own count back otherwise. Returns BLAS's thread count now."""
-    global _saved_threads
-    if _blas is None:
-        return None
-    if numba_threads > 1 and _saved_threads is None:
-        _saved_threads = _blas.get_threads()
-        _blas.set_threads(1)
-    elif numba_threads <= 1 and _saved_threads is not None:
-        _blas.set_threads(_saved_threads)
-        _saved_threads = None
-    return _blas.get_threads()
+def _on_one_blas_thread(split_kernel, *args):
+    """split_kernel(*args) with NumPy's OpenBLAS held at one thread, then given back the count it had
+    (threadpoolctl's `threadpool_limits` pattern, per call). Each piece of a split product is one BLAS call
+    from one of Numba's threads: OpenBLAS on several threads would cut it again across its own pool, whose idle
+    threads then spin against Numba's. MKL's pieces run sequential anyway, so with MKL nothing is switched.
+    The switch costs about 2 us (two or three calls into OpenBLAS), paid only by products large enough to split."""
+    saved = _blas.get_threads() if _gemm is _blas.gemm else 1
+    if saved == 1:
+        return split_kernel(*args)
+    _blas.set_threads(1)
+    try:
+        return split_kernel(*args)
+    finally:
+        _blas.set_threads(saved)
 
 
 @intrinsic
@@ -281,8 +283,8 @@ def gemm(a, b, transpose_a, transpose_b):
     if chunks == 0 or b.shape[1 if transpose_b else 0] != k:
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)
     out = np.empty((m, n), a.dtype)
-    _split_gemm(_gemm.addresses[a.dtype], _gemm.wide_ints, np.ascontiguousarray(a), transpose_a,
-                np.ascontiguousarray(b), transpose_b, out, chunks, by_rows)
+    _on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, np.ascontiguousarray(a),
+                        transpose_a, np.ascontiguousarray(b), transpose_b, out, chunks, by_rows)
     return out
 
 
@@ -314,8 +316,9 @@ def _linear(x, weight, bias, gelu, tanh_form, chunks):
     """(h, y) of _split_linear (y is h without GELU)."""
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
     y = np.empty_like(h) if gelu else h
-    _split_linear(_gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x), np.ascontiguousarray(weight),
-                  np.ascontiguousarray(bias if bias is not None else weight[0, :0]), h, y, gelu, tanh_form, chunks)
+    _on_one_blas_thread(_split_linear, _gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x),
+                        np.ascontiguousarray(weight), np.ascontiguousarray(bias if bias is not None else weight[0, :0]),
+                        h, y, gelu, tanh_form, chunks)
     return h, y
 
 
@@ -326,14 +329,27 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     h = np.ascontiguousarray(h) if gelu else grad
     gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
     parts, bias_parts = np.empty((chunks - 1, n, k), x.dtype), np.empty((chunks - 1, gb.shape[0]), x.dtype)
-    _split_linear_backward(_gemm.addresses[x.dtype], _gemm.wide_ints, grad, h, np.ascontiguousarray(x),
-                           np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw, gb, parts,
-                           bias_parts, gelu, tanh_form, chunks)
+    _on_one_blas_thread(_split_linear_backward, _gemm.addresses[x.dtype], _gemm.wide_ints, grad, h,
+                        np.ascontiguousarray(x), np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw,
+                        gb, parts, bias_parts, gelu, tanh_form, chunks)
     return gx, gw, (gb if has_bias else None)
+
+
+def _transposed(weight):
+    """Whether weight (N, K) is the transposed view of a contiguous (K, N) array (a GPT-2 checkpoint's Conv1D
+    weight used in place): the products then read weight.T as it lies, through gemm, instead of copying it."""
+    return not weight.flags.c_contiguous and weight.ndim == 2 and weight.T.flags.c_contiguous
 
 
 def linear_forward(x, weight, bias):
     """x @ weight.T + bias for 2-D x, bias may be None (see `numpy_kernels.linear_forward`)."""
+    if matvec.applies(x, weight):
+        return matvec.few_rows_linear(x, weight, bias)
+    if _transposed(weight):
+        h = gemm(x, weight.T, False, False)
+        if bias is not None:
+            h += bias
+        return h
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
     if chunks == 0:
         return numpy_kernels.linear_forward(x, weight, bias)
@@ -347,6 +363,8 @@ def linear_forward(x, weight, bias):
 
 def linear_backward(grad, x, weight, has_bias):
     """(gx, gweight, gbias) of linear_forward (see `numpy_kernels.linear_backward`)."""
+    if _transposed(weight):
+        return gemm(grad, weight.T, False, True), gemm(grad, x, True, False), grad.sum(axis=0) if has_bias else None
     chunks = _linear_chunks(x, weight, grad)
     if chunks == 0 or grad.shape != (x.shape[0], weight.shape[0]):
         return numpy_kernels.linear_backward(grad, x, weight, has_bias)
@@ -359,7 +377,7 @@ def linear_gelu_forward(x, weight, bias, approximate):
     """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 0 or _few_rows(x, weight):
+    if chunks == 0 or _few_rows(x, weight) or _transposed(weight):
         h = linear_forward(x, weight, bias)
         return h, gelu_forward(h, approximate)
     return _linear(x, weight, bias, True, tanh_form, chunks)
@@ -369,6 +387,6 @@ def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
     """(gx, gweight, gbias) of linear_gelu_forward (see `numpy_kernels.linear_gelu_backward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, grad, h)
-    if chunks == 0 or grad.shape != h.shape or _few_rows(x, weight):
+    if chunks == 0 or grad.shape != h.shape or _few_rows(x, weight) or _transposed(weight):
         return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
     return _linear_backward(grad, x, weight, h, has_bias, True, tanh_form, chunks)
