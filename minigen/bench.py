@@ -73,9 +73,10 @@ def checkout_root():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     entry = os.path.join(root, "benchmarks", "__main__.py")
     if not os.path.isfile(entry):
-        raise FileNotFoundError(f"the benchmarks are not installed with the package: {entry!r} does not exist. "
-                                f"Run `minigen bench` (or `python -m benchmarks`) from a source checkout of "
-                                f"minigen, whose benchmarks/ directory sits beside minigen/")
+        raise FileNotFoundError(f"`minigen bench` needs a source checkout: the benchmarks are not installed with "
+                                f"the package (this minigen is installed in {root}, with no benchmarks/ beside "
+                                f"it). In a clone of the minigen repository, run `pip install -e .` and then "
+                                f"`minigen bench` (or `python -m benchmarks`) there")
     return root
 
 

@@ -17,14 +17,19 @@ class ChatSession:
     """Keeps a conversation and generates the bot's replies with `model.generate`.
 
     user_prefix, bot_prefix, separator: how turns were written in the training text.
-    max_new_tokens: the longest reply. Other keywords (do_sample, temperature, top_k, ...) go to generate."""
+    max_new_tokens: the longest reply; by default half the model's context (at most 64 tokens), so the
+    rest holds the conversation. Other keywords (do_sample, temperature, top_k, ...) go to generate."""
 
     def __init__(self, model, tokenizer, user_prefix="User: ", bot_prefix="Bot: ", separator="\n",
-                 max_new_tokens=64, **generate_kwargs):
+                 max_new_tokens=None, **generate_kwargs):
         if not separator:
             raise ValueError("separator must be a non-empty string that ends a turn")
-        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < model.config.block_size:
-            raise ValueError(f"max_new_tokens must be an integer in [1, block_size={model.config.block_size}), "
+        block_size = model.config.block_size
+        if max_new_tokens is None:
+            max_new_tokens = max(1, min(64, block_size // 2))
+        # the prompt keeps at least one token: block_size - max_new_tokens + 1 (see prompt_ids)
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= block_size:
+            raise ValueError(f"max_new_tokens must be an integer in [1, block_size={block_size}], "
                              f"got {max_new_tokens!r}")
         self.model, self.tokenizer = model, tokenizer
         self.user_prefix, self.bot_prefix, self.separator = user_prefix, bot_prefix, separator
@@ -73,7 +78,8 @@ def _run_chat(args):
     model, tokenizer = GPT.from_pretrained(directory), load_tokenizer(directory)
     session = ChatSession(model, tokenizer, user_prefix=args.user_prefix, bot_prefix=args.bot_prefix,
                           separator=args.separator.encode().decode("unicode_escape"),
-                          max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+                          max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                          do_sample=args.do_sample, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                           seed=args.seed)
     interactive = sys.stdin.isatty()
@@ -96,7 +102,9 @@ def register(sub, train_sub):
     p.add_argument("--user-prefix", default="User: ", help="how user turns begin in the training text")
     p.add_argument("--bot-prefix", default="Bot: ", help="how bot turns begin in the training text")
     p.add_argument("--separator", default="\\n", help="the text that ends a turn (escapes such as \\n allowed)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="the longest reply (default: half the model's context, at most 64)")
+    p.add_argument("--min-new-tokens", type=int, default=None, help="no end of turn before this many tokens")
     p.add_argument("--do-sample", action="store_true")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=50)

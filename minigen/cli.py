@@ -7,10 +7,15 @@
     minigen generate ...         generate with a GPT checkpoint                  (minigen.training.gpt)
     minigen chat ...             multi-turn chat with a GPT checkpoint           (minigen.chat)
     minigen bench                run the benchmarks                              (benchmarks/)
+
+Every option's help shows its default, and required options say so.
 """
 import argparse
 import importlib
 import sys
+
+from .training.run import TrainingInterrupted
+from .process import tune_process
 
 # (command, module) pairs; each module has `register(subparsers)` which adds parsers whose
 # `func` default runs the command and returns an exit code.
@@ -36,16 +41,33 @@ def build_parser():
                 raise
             continue
         module.register(sub, train)
+    for command in [*sub.choices.values(), *train.choices.values()]:
+        _show_defaults(command)
     return parser
+
+
+def _show_defaults(parser):
+    """Help texts that show each option's default and mark required options (argparse's
+    ArgumentDefaultsHelpFormatter skips options without a help text)."""
+    for action in parser._actions:
+        flag_off = action.nargs == 0 and action.default is False  # --do-sample and the like: off unless given
+        if argparse.SUPPRESS in (action.help, action.default) or not action.option_strings or flag_off:
+            continue
+        if action.required:
+            action.help = f"(required) {action.help or ''}".strip()
+        elif action.default not in (None, [], "") and "%(default)" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
 
 
 def main(argv=None):
     """Run the command in `argv` (default sys.argv[1:]); returns the exit status.
 
-    Bad input (ValueError, TypeError) and file problems (OSError: missing, existing, unreadable) print
-    "minigen COMMAND: error: ..." and return 2; a training run whose loss stops being finite
-    (FloatingPointError) prints the same way and returns 1, as `train gpt` does. Argument errors exit 2
-    through argparse."""
+    Bad input (the ValueError minigen raises after checking a value) and file problems (OSError: missing,
+    existing, unreadable, disk full) print "minigen COMMAND: error: ..." and return 2; a training run whose
+    loss stops being finite (FloatingPointError) prints the same way and returns 1. Argument errors exit 2
+    through argparse. Training stopped by SIGINT or SIGTERM saves its last checkpoint, says where and
+    returns 130 or 143, as a shell reports those signals. Anything else is a bug and keeps its traceback."""
+    tune_process()  # a process of its own: see minigen/process.py
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -54,12 +76,15 @@ def main(argv=None):
     command = " ".join(filter(None, [args.command, getattr(args, "family", None)]))
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, OSError) as e:
         print(f"minigen {command}: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"minigen {command}: error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

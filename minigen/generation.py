@@ -152,6 +152,8 @@ def _log_softmax(x):
 class _Settings:
     max_length: int | None     # resolved with the prefix length when max_new_tokens is given
     max_new_tokens: int | None
+    min_length: int            # resolved with the prefix length when min_new_tokens is given
+    min_new_tokens: int | None
     do_sample: bool
     temperature: float
     top_k: int
@@ -217,14 +219,19 @@ def _check_token_ids(name, value):
     return np.asarray(values, dtype=np.int64)
 
 
-def _settings(max_length, max_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
-              num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty,
+def _settings(max_length, max_new_tokens, min_length, min_new_tokens, do_sample, temperature, top_k, top_p,
+              num_beams, num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty,
               early_stopping, eos_token_id, pad_token_id, output_scores, output_attentions):
     """Validate every keyword of generate."""
     if max_new_tokens is not None:
         max_new_tokens = _int_at_least("max_new_tokens", max_new_tokens, 1)
     if max_new_tokens is None or max_length is not None:
         max_length = _int_at_least("max_length", max_length, 1)
+    min_length = _int_at_least("min_length", min_length, 0)
+    if min_new_tokens is not None:
+        min_new_tokens = _int_at_least("min_new_tokens", min_new_tokens, 0)
+    if max_new_tokens is not None and min_new_tokens is not None and min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens ({min_new_tokens}) must be <= max_new_tokens ({max_new_tokens})")
     temperature = _real("temperature", temperature)
     if do_sample and not (0.0 < temperature < np.inf):
         raise ValueError(f"temperature must be a finite number > 0 when do_sample=True, got {temperature}")
@@ -253,7 +260,7 @@ def _settings(max_length, max_new_tokens, do_sample, temperature, top_k, top_p, 
         pad_token_id = _int_at_least("pad_token_id", pad_token_id, 0)
     elif eos.size:
         pad_token_id = int(eos[0])                # HF's fallback
-    return _Settings(max_length, max_new_tokens, bool(do_sample), temperature, top_k,
+    return _Settings(max_length, max_new_tokens, min_length, min_new_tokens, bool(do_sample), temperature, top_k,
                      top_p, num_beams, num_return_sequences, repetition_penalty, no_repeat_ngram_size,
                      length_penalty, early_stopping, eos, pad_token_id, bool(output_scores),
                      bool(output_attentions))
@@ -262,7 +269,7 @@ def _settings(max_length, max_new_tokens, do_sample, temperature, top_k, top_p, 
 # ---------------------------------------------------------------- generate
 
 def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20, max_new_tokens=None,
-             do_sample=False, temperature=1.0, top_k=50, top_p=1.0, num_beams=1, num_return_sequences=1,
+             min_length=0, min_new_tokens=None, do_sample=False, temperature=1.0, top_k=50, top_p=1.0, num_beams=1, num_return_sequences=1,
              repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, early_stopping=False,
              eos_token_id=None, pad_token_id=None, seed=None, output_scores=False, output_attentions=False,
              return_dict_in_generate=False):
@@ -273,6 +280,9 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
 
     max_length: length of prefix + new tokens (the prefix is the prompt for a decoder-only model,
         the bos column for an encoder-decoder); ``max_new_tokens`` overrides it with P + max_new_tokens.
+    min_length, min_new_tokens: eos cannot be chosen while the sequence (prefix included) is shorter than
+        ``min_length`` or fewer than ``min_new_tokens`` tokens were generated (HF's MinLength and
+        MinNewTokensLength processors).
     temperature, top_k, top_p: sampling warpers, applied in that order and only when ``do_sample``.
     repetition_penalty, no_repeat_ngram_size: processors over prefix + generated tokens. When the
         prefix is the prompt, positions left-padded out by ``attention_mask`` escape the penalty (as HF).
@@ -291,7 +301,7 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
     """
     input_ids = _check_input_ids(input_ids)
     attention_mask = check_attention_mask(attention_mask, input_ids.shape)
-    s = _settings(max_length, max_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
+    s = _settings(max_length, max_new_tokens, min_length, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                   num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty,
                   early_stopping, eos_token_id, pad_token_id, output_scores, output_attentions)
     if output_attentions and not hasattr(model, "last_attention"):
@@ -309,6 +319,10 @@ def generate(model: DecodingModel, input_ids, attention_mask=None, max_length=20
     if prefix.shape[1] >= s.max_length:
         raise ValueError(f"max_length ({s.max_length}) leaves no room after the prefix of length "
                          f"{prefix.shape[1]}; raise max_length or use max_new_tokens")
+    if s.min_new_tokens is not None:
+        s = replace(s, min_length=max(s.min_length, prefix.shape[1] + s.min_new_tokens))
+    if s.min_length > s.max_length:
+        raise ValueError(f"min_length ({s.min_length}, prefix included) must be <= max_length ({s.max_length})")
 
     ignore_lengths = None
     if attention_mask is not None and prefix.shape == input_ids.shape and np.array_equal(prefix, input_ids):
@@ -338,7 +352,11 @@ def _attention(model, state, s):
 
 
 def _process(scores, sequences, s, ignore_lengths, min_tokens_to_keep):
-    """HF's processor order: repetition penalty, n-gram blocking, then the sampling warpers."""
+    """HF's processors: minimum length (a banned eos stays -inf under the others, so its place in the order
+    does not matter), repetition penalty, n-gram blocking, then the sampling warpers."""
+    if sequences.shape[1] < s.min_length and s.eos.size:
+        scores = scores.copy()
+        scores[:, s.eos] = -np.inf
     if s.repetition_penalty != 1.0:
         scores = apply_repetition_penalty(scores, sequences, s.repetition_penalty, ignore_lengths)
     if s.no_repeat_ngram_size > 0:

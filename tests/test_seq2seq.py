@@ -265,7 +265,7 @@ def test_train_seq2seq_api_rejects_unknown_options_and_missing_budget():
     with pytest.raises(TypeError, match="hidden"):
         train_seq2seq("reverse", hiden_size=8)
     with pytest.raises(ValueError, match="budget"):
-        train_seq2seq("reverse", max_time=0)
+        train_seq2seq("reverse", max_time=0, max_steps=0)
 
 
 def test_attention_map_matches_generated_tokens():

@@ -85,6 +85,10 @@ def save_checkpoint(path, *, tensors, config, manifest, optimizer_tensors=None, 
         for name, data in extra.items():
             atomic_write(os.path.join(tmp, name), lambda f, data=data: f.write(data))
         _swap_in(tmp, path)
+    except OSError as e:  # a full disk, say: the message names the checkpoint, the old one stays in place
+        shutil.rmtree(tmp, ignore_errors=True)
+        message = f"could not write the checkpoint {path}: {e.strerror or e}"
+        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -329,16 +329,18 @@ class Seq2Seq(nn.Module):
         return decoded if n == 1 else [decoded[i:i + n] for i in range(0, len(decoded), n)]
 
     # ----- checkpoints ----------------------------------------------------------------------
-    def save_pretrained(self, directory, step=0, extra_manifest=None):
+    def save_pretrained(self, directory, step=0, extra_manifest=None, optimizer_tensors=None):
         """Write an atomic checkpoint directory: config.json, model.safetensors, the vocabularies
-        (src_vocab.json, tgt_vocab.json) when the model has them, and trainer_state.json (step, ...)."""
+        (src_vocab.json, tgt_vocab.json) when the model has them, trainer_state.json (step, ...) and,
+        for a training run to resume, optimizer.safetensors."""
         extra = {}
         for name, vocab in ((SRC_VOCAB_FILE, self.src_vocab), (TGT_VOCAB_FILE, self.tgt_vocab)):
             if vocab is not None:
                 extra[name] = json.dumps(vocab.to_dict(), ensure_ascii=False, indent=2) + "\n"
         config = {"model_type": "seq2seq", **self.config.to_dict()}
         save_checkpoint(directory, tensors=self.state_dict(), config=config,
-                        manifest={"step": int(step), **(extra_manifest or {})}, extra_files=extra)
+                        manifest={"step": int(step), **(extra_manifest or {})}, extra_files=extra,
+                        optimizer_tensors=optimizer_tensors)
 
     @classmethod
     def from_pretrained(cls, directory, dtype=np.float32):

@@ -4,13 +4,14 @@ The loop: sample random blocks from the first 90% of the tokens, AdamW with warm
 gradient clipping, evaluation every `eval_interval` steps on both splits. Two checkpoints are kept in
 the output directory, each written atomically: `last/` (everything needed to resume bit-identically:
 weights, optimizer moments, step, RNG states) and `best/` (the lowest validation loss so far). Both are
-Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads either.
+Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads either. SIGINT and SIGTERM
+save `last/` after the current step (see run.py); `metrics.json` and `loss.png` are written at the end.
 """
 import argparse
 import json
 import math
 import os
-import sys
+import shlex
 from dataclasses import dataclass, asdict, field
 
 import numpy as np
@@ -21,12 +22,13 @@ from ..io import gpt2
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import save_json
 from ..autograd import no_grad
-from ..kernels import get_backend
+from .. import plots
 from ..models.gpt import GPT, GPTConfig
 from ..optim import adamw_param_groups
 from ..models.gpt_tasks import FIM_TOKENS, fim_batch, fim_sentinel_ids
 from .step import optimization_step
 from .progress import Progress
+from .run import RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, run_record
 
 
 @dataclass
@@ -58,6 +60,7 @@ class GPTTrainConfig:
     max_time: float = 0.0
     init_from: str = ""
     resume: bool = False
+    overwrite: bool = False
     freeze: list = field(default_factory=list)
     dtype: str = "float32"
     fim_rate: float = 0.0
@@ -157,7 +160,8 @@ def freeze_parameters(model, freeze):
 def _save(path, model, optimizer, tokenizer_blobs, cfg, step, best_val, rng, history):
     arrays, meta = optim.optimizer_state_to_arrays(optimizer)
     manifest = {"step": step, "best_val_loss": best_val, "train_config": asdict(cfg), "optimizer": meta,
-                "batch_rng": rng.bit_generator.state, "global_rng": random.get_rng_state(), **history}
+                "batch_rng": rng.bit_generator.state, "global_rng": random.get_rng_state(),
+                "run": run_record(cfg.seed), **history}
     save_checkpoint(path, tensors=gpt2.state_dict_to_hf(model.state_dict(), model.config.tie_word_embeddings,
                                                         model.config.bias),
                     config=gpt2.config_to_hf(model.config.to_dict()), manifest=_jsonable(manifest),
@@ -196,20 +200,28 @@ def _set_dropout(model, p):
 def train_gpt(cfg, log=print):
     """Run a training job described by a GPTTrainConfig; returns (model, metrics dict).
 
-    Raises FloatingPointError naming the step when the loss stops being finite; last/ then still holds
-    the last good checkpoint."""
+    An `out` that already holds a run needs `resume` or `overwrite` (FileExistsError otherwise).
+    Raises FloatingPointError naming the step when the loss stops being finite (last/ then still holds
+    the last good checkpoint), and TrainingInterrupted after saving last/ on SIGINT or SIGTERM."""
     cfg.check()
-    # fail before the (possibly slow) model build, not at the first checkpoint save
-    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise ValueError(f"--out {cfg.out!r} is an existing file; expected a directory (or a new path)")
     if cfg.init_from and not os.path.isdir(cfg.init_from):
         raise FileNotFoundError(f"--init-from: no such directory {cfg.init_from!r} (expected a model directory "
                                 f"or a training output directory)")
+    # before the (possibly slow) model build, not at the first checkpoint save
+    run = RunDirectory(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
+    try:
+        with StopSignals() as stop:
+            return _train(cfg, run, stop, log)
+    finally:
+        run.discard()
+
+
+def _train(cfg, run, stop, log):
     from ..tokenizers import load_tokenizer
-    last_dir, best_dir = os.path.join(cfg.out, "last"), os.path.join(cfg.out, "best")
+    last_dir = os.path.join(run.out, "last")  # where it is once the run is in place, for messages
     random.manual_seed(cfg.seed)
     text = read_text(cfg.text)
-    ckpt = _resume_checkpoint(last_dir) if cfg.resume else None
+    ckpt = _resume_checkpoint(run.path("last")) if cfg.resume else None
     if ckpt is not None:
         tokenizer, model = load_tokenizer(ckpt.path), _model_from_checkpoint(ckpt)
     elif cfg.init_from:
@@ -247,11 +259,15 @@ def train_gpt(cfg, log=print):
     blobs = tokenizer_files(tokenizer)
     log(f"GPT with {model.num_parameters():,} parameters; {len(train_ids):,} training tokens, "
         f"{len(val_ids):,} validation tokens; vocabulary {tokenizer.vocab_size}")
-    progress = Progress(total_steps=cfg.max_iters, max_time=cfg.max_time or None)
+    progress = Progress(total_steps=cfg.max_iters, max_time=cfg.max_time or None, start_step=step)
+    log = progress.wrap(log)
     splits = {"train": train_ids, "val": val_ids}
     losses = {}
     params = [p for p in model.parameters() if p.requires_grad]
-    start_step = step
+
+    def save(name):
+        _save(run.path(name), model, optimizer, blobs, cfg, step, best_val, rng, history)
+
     while True:
         final = step >= cfg.max_iters or (cfg.max_time and progress.elapsed > cfg.max_time)
         if step % cfg.eval_interval == 0 or final:
@@ -263,8 +279,9 @@ def train_gpt(cfg, log=print):
                                          f"checkpoint in {last_dir} is intact (lower --learning-rate?)")
             if losses["val"] < best_val:
                 best_val = losses["val"]
-                _save(best_dir, model, optimizer, blobs, cfg, step, best_val, rng, history)
-            _save(last_dir, model, optimizer, blobs, cfg, step, best_val, rng, history)
+                save("best")
+            save("last")
+            run.committed()
         if final:
             break
         lr = optim.lr_scheduler.get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters,
@@ -277,20 +294,39 @@ def train_gpt(cfg, log=print):
                                        f"the last good checkpoint in {last_dir} is intact (lower --learning-rate?)")
         history["loss_history"].append(loss_value)
         step += 1
-        progress.update(step - start_step, loss_value, x.size, lr=lr)
+        progress.update(step, loss_value, x.size, lr=lr)
+        if stop.signum:
+            progress.end_line()
+            save("last")
+            run.committed()
+            raise TrainingInterrupted(stop.signum, step, run.path("last"))
+    record = run_record(cfg.seed)
     metrics = {"iters": step, "train_seconds": round(progress.elapsed, 2),
                "tokens_per_second": round(progress.tokens_per_second(), 1),
                "train_loss": losses.get("train"), "val_loss": losses.get("val"), "best_val_loss": best_val,
-               "parameters": model.num_parameters(), "backend": get_backend(), "config": asdict(cfg), **history}
-    save_json(_jsonable(metrics), os.path.join(cfg.out, "metrics.json"))
+               "parameters": model.num_parameters(), "backend": record["backend"], "run": record,
+               "config": asdict(cfg), **history}
+    save_json(_jsonable(metrics), run.path("metrics.json"))
+    _plot_losses(history, run.path("loss.png"))
+    prompt = next((line[:20] for line in text.splitlines() if line.strip()), text[:20])
+    log(f"saved {run.path('best')} (val loss {best_val:.4f}); try: minigen generate --checkpoint "
+        f"{shlex.quote(run.out)} --prompt {shlex.quote(prompt)}")
     return model, metrics
+
+
+def _plot_losses(history, path):
+    losses = history["loss_history"]
+    curves = {"train": (list(range(1, len(losses) + 1)), losses)} if losses else {}
+    curves["validation"] = ([row[0] for row in history["val_history"]], [row[2] for row in history["val_history"]])
+    plots.save_loss_curves(curves, path, title="GPT training", log_y=True)
 
 
 # ----- command line -------------------------------------------------------------------------------
 def _add_train_args(p):
     d = GPTTrainConfig()
     p.add_argument("--text", required=True, help="UTF-8 text file; first 90%% trains, last 10%% validates")
-    p.add_argument("--out", default=d.out, help="output directory (checkpoints best/ and last/, metrics.json)")
+    p.add_argument("--out", required=True,
+                   help="output directory: checkpoints best/ and last/, metrics.json, loss.png")
     p.add_argument("--tokenizer", choices=["char", "bpe"], default=d.tokenizer)
     p.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "warmup_iters",
@@ -303,18 +339,14 @@ def _add_train_args(p):
                         "tokens to a new tokenizer")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=d.bias)
     p.add_argument("--init-from", default="", help="fine-tune: start from this checkpoint directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last if it exists")
+    add_run_arguments(p)
     p.add_argument("--freeze", action="append", default=[], help="'embeddings' or 'blocks:N' (repeatable)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
 
 
 def _run_train(args):
     fields_ = {k: v for k, v in vars(args).items() if k in GPTTrainConfig.__dataclass_fields__}
-    try:
-        train_gpt(GPTTrainConfig(**fields_))
-    except FloatingPointError as e:
-        print(f"minigen train gpt: error: {e}", file=sys.stderr)
-        return 1
+    train_gpt(GPTTrainConfig(**fields_))
     return 0
 
 
@@ -327,6 +359,7 @@ def _run_generate(args):
     if ids.shape[1] == 0:
         raise ValueError("--prompt must not be empty")
     out = model.generate(ids, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+                         min_length=args.min_length, min_new_tokens=args.min_new_tokens,
                          do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          num_beams=args.num_beams, num_return_sequences=args.num_return_sequences, seed=args.seed,
                          repetition_penalty=args.repetition_penalty, crop_context=args.crop_context)
@@ -340,7 +373,9 @@ def _run_generate(args):
 def add_generation_args(p):
     """Hugging Face `generate` keywords as command-line options."""
     p.add_argument("--max-length", type=int, default=50)
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="overrides --max-length")
+    p.add_argument("--min-length", type=int, default=0, help="no end-of-text before this length, prompt included")
+    p.add_argument("--min-new-tokens", type=int, default=None, help="no end-of-text before this many new tokens")
     p.add_argument("--do-sample", action="store_true")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=50)

@@ -1,4 +1,7 @@
-"""A one-line progress report: step, loss, tokens/s, elapsed and ETA, refreshed at most every `every` seconds."""
+"""The progress report of training: step, loss, tokens/s, elapsed and ETA.
+
+On a terminal it is one line rewritten in place (as tqdm does); into a file or a pipe it is a full
+line at most every `every` seconds, so logs stay readable."""
 import math
 import sys
 import time
@@ -14,14 +17,20 @@ def format_seconds(seconds):
 class Progress:
     """Prints `step 120/2000 | loss 1.9312 | lr 9.1e-04 | 15,204 tok/s | 00:42 elapsed | ETA 10:55`.
 
-    The ETA comes from whichever limit is nearer: `total_steps` or `max_time` seconds."""
+    Steps are numbered from `start_step` (a resumed run goes on from where it was). The ETA comes from
+    whichever limit is nearer, `total_steps` or `max_time` seconds, at the pace measured after this
+    process's first step (which loads or compiles the kernels); before that it is not shown."""
 
-    def __init__(self, total_steps=None, max_time=None, every=1.0, stream=None):
+    def __init__(self, total_steps=None, max_time=None, every=1.0, stream=None, start_step=0):
         self.total_steps, self.max_time, self.every = total_steps, max_time, every
         self.stream = stream or sys.stdout
+        self.in_place = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.perf_counter()
         self.last_print = -math.inf
         self.tokens = 0
+        self.start_step = start_step
+        self.first_step_done = None  # (time, step) when this process's first step ended
+        self._open_line = 0  # width of an in-place line not yet ended
 
     @property
     def elapsed(self):
@@ -31,16 +40,22 @@ class Progress:
         return self.tokens / max(self.elapsed, 1e-9)
 
     def eta(self, step):
+        if self.first_step_done is None or step <= self.first_step_done[1]:
+            return None
+        since, first = self.first_step_done
         remaining = []
-        if self.total_steps and step:
-            remaining.append(self.elapsed / step * (self.total_steps - step))
+        if self.total_steps:
+            remaining.append((time.perf_counter() - since) / (step - first) * (self.total_steps - step))
         if self.max_time:
             remaining.append(self.max_time - self.elapsed)
         return min(remaining) if remaining else None
 
     def update(self, step, loss, tokens, lr=None, force=False, **extra):
+        """Record one step (`step` is its 1-based number in the whole run) and print when it is time."""
         self.tokens += tokens
         now = time.perf_counter()
+        if self.first_step_done is None:
+            self.first_step_done = (now, step)
         if not force and now - self.last_print < self.every:
             return
         self.last_print = now
@@ -54,4 +69,24 @@ class Progress:
         eta = self.eta(step)
         if eta is not None:
             parts.append(f"ETA {format_seconds(eta)}")
-        print(" | ".join(parts), file=self.stream, flush=True)
+        line = " | ".join(parts)
+        if self.in_place:
+            self.stream.write("\r" + line.ljust(self._open_line))
+            self.stream.flush()
+            self._open_line = len(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def end_line(self):
+        """End an in-place line, so that what is printed next starts on a line of its own."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = 0
+
+    def wrap(self, log):
+        """`log` that first ends an in-place progress line."""
+        def logged(*args, **kwargs):
+            self.end_line()
+            log(*args, **kwargs)
+        return logged

@@ -14,6 +14,7 @@ periodic validation included.
 """
 import math
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, fields
 
@@ -22,30 +23,31 @@ import numpy as np
 from .. import optim, random
 from ..autograd import no_grad
 from ..data import Seq2SeqBatches, character_error_rate, exact_match, load_task, token_accuracy
+from ..io.checkpoint import load_checkpoint
 from ..io.config import save_json
-from ..kernels import get_backend
 from ..models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, Seq2SeqConfig
 from .step import optimization_step
 from .. import plots
 from .progress import Progress
+from .run import RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, run_record
 
 
 @dataclass
 class Seq2SeqTrainConfig:
-    """Options of a training run. The defaults reach >= 99% test exact match on `dates` in 5 minutes
-    on a 2-core CPU. Training stops at `max_steps` or after `max_time` seconds, whichever comes first
-    (0 disables a limit; at least one must be set). Schedules (learning rate, teacher forcing) run over
-    the fraction of the budget used."""
+    """Options of a training run. The defaults are the demo's model and schedule: about 99% test exact
+    match on `dates`, in a minute or two on a 2-core CPU. Training stops at `max_steps` or after
+    `max_time` seconds, whichever comes first (0 disables a limit; at least one must be set). Schedules
+    (learning rate, teacher forcing) run over the fraction of the budget used."""
     task: str = "dates"
     out: str | None = None
-    max_time: float = 300.0
-    max_steps: int = 0
+    max_time: float = 0.0
+    max_steps: int = 3000
     seed: int = 0
     n_train: int = 20000
-    n_valid: int = 1000
+    n_valid: int = 500
     n_test: int = 1000
-    embedding_size: int = 64
-    hidden_size: int = 256
+    embedding_size: int = 32
+    hidden_size: int = 128
     num_layers: int = 1
     cell: str = "gru"
     bidirectional: bool = True
@@ -59,9 +61,11 @@ class Seq2SeqTrainConfig:
     grad_clip: float = 1.0
     teacher_forcing: float = 1.0
     teacher_forcing_final: float | None = None
-    eval_interval: int = 500
+    eval_interval: int = 250
     num_beams: int = 4
     max_length: int = 64
+    resume: bool = False
+    overwrite: bool = False
 
     def check(self):
         for name in ("n_train", "n_valid", "n_test", "batch_size", "eval_interval", "num_beams", "max_length"):
@@ -152,17 +156,30 @@ def save_attention_map(model, source, path, max_length=64):
 
 
 # ----- training ------------------------------------------------------------------------------------
-def train_seq2seq(task="dates", out=None, max_time=300.0, seed=0, log=print, **options):
+def train_seq2seq(task="dates", out=None, max_time=0.0, seed=0, log=print, **options):
     """Train a Seq2Seq model on a built-in task; returns (model, metrics).
 
     options are the fields of Seq2SeqTrainConfig (hidden_size=..., attention='none', max_steps=...).
-    With `out`, the best checkpoint, metrics.json, loss.png and attention.png are written there."""
+    With `out`, the best/ and last/ checkpoints, metrics.json, loss.png and attention.png are written
+    there; an `out` that already holds a run needs resume=True or overwrite=True, and SIGINT / SIGTERM
+    save last/ after the current step and raise TrainingInterrupted."""
     known = {f.name for f in fields(Seq2SeqTrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"train_seq2seq: unknown option(s) {unknown}; expected some of {sorted(known)}")
     cfg = Seq2SeqTrainConfig(task=task, out=out, max_time=max_time, seed=seed, **options)
     cfg.check()
+    if cfg.out is None:  # nothing to save: a signal stops the process as usual
+        return _train(cfg, None, StopSignals(), log)
+    run = RunDirectory(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
+    try:
+        with StopSignals() as stop:
+            return _train(cfg, run, stop, log)
+    finally:
+        run.discard()
+
+
+def _train(cfg, run, stop, log):
     random.manual_seed(cfg.seed)
     data = load_task(cfg.task, n_train=cfg.n_train, n_valid=cfg.n_valid, n_test=cfg.n_test, seed=cfg.seed)
     model = Seq2Seq(Seq2SeqConfig(len(data.src_vocab), len(data.tgt_vocab), embedding_size=cfg.embedding_size,
@@ -176,94 +193,140 @@ def train_seq2seq(task="dates", out=None, max_time=300.0, seed=0, log=print, **o
     optimizer = optim.AdamW(optim.adamw_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     batches = Seq2SeqBatches(data.train, data.src_vocab, data.tgt_vocab, batch_size=cfg.batch_size,
                              shuffle=True, seed=cfg.seed, bucket=True)
-    best_dir = None if cfg.out is None else os.path.join(cfg.out, "best")
-    progress = Progress(total_steps=cfg.max_steps or None, max_time=cfg.max_time or None)
-    history, best, best_state = [], None, None
-    step, epoch, recent_losses = 0, 0, []
-    start = time.perf_counter()
+    # t: the state a resumed run continues from; epoch_rng is the batch order's generator as the epoch began
+    t = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "history": [], "best": None, "recent_losses": [],
+         "train_seconds": 0.0, "epoch_rng": batches.rng.bit_generator.state}
+    best_state = None
+    last = _resume_checkpoint(run) if cfg.resume else None
+    if last is not None:
+        model.load_state_dict(last.tensors)
+        optim.optimizer_state_from_arrays(optimizer, last.optimizer_tensors, last.manifest["optimizer"])
+        random.set_rng_state(last.manifest["global_rng"])
+        t.update({key: last.manifest[key] for key in t})
+        t["epoch"] -= 1  # the loop counts the unfinished epoch again as it re-enters it
+        batches.rng.bit_generator.state = t["epoch_rng"]
+        if t["best"] is not None:
+            best_state = Seq2Seq.from_pretrained(run.path("best")).state_dict()
+        log(f"resumed from {last.path} at step {t['step']}")
+    progress = Progress(total_steps=cfg.max_steps or None, max_time=cfg.max_time or None, start_step=t["step"])
+    log = progress.wrap(log)
+    start = time.perf_counter() - t["train_seconds"]
 
     def fraction_done():
-        by_steps = step / cfg.max_steps if cfg.max_steps else 0.0
+        by_steps = t["step"] / cfg.max_steps if cfg.max_steps else 0.0
         by_time = (time.perf_counter() - start) / cfg.max_time if cfg.max_time else 0.0
         return max(by_steps, by_time)
 
+    def save_last():
+        t["train_seconds"] = time.perf_counter() - start
+        arrays, meta = optim.optimizer_state_to_arrays(optimizer)
+        manifest = {**t, "global_rng": random.get_rng_state(), "optimizer": meta, "train_config": asdict(cfg),
+                    "run": run_record(cfg.seed)}
+        model.save_pretrained(run.path("last"), step=t["step"], extra_manifest=manifest, optimizer_tensors=arrays)
+        run.committed()
+
     def validate():
-        nonlocal best, best_state
+        nonlocal best_state
+        step, best, recent = t["step"], t["best"], t["recent_losses"]
         result = {"step": step, "seconds": round(time.perf_counter() - start, 1),
-                  "train_loss": float(np.mean(recent_losses)) if recent_losses else None,
+                  "train_loss": float(np.mean(recent)) if recent else None,
                   "valid_loss": teacher_forced_loss(model, data.valid),
                   "valid_exact_match": evaluate(model, data.valid, 1, cfg.max_length)["exact_match"]}
-        history.append(result)
-        recent_losses.clear()
+        t["history"].append(result)
+        recent.clear()
         log(f"step {step}: valid loss {result['valid_loss']:.4f}, valid exact match "
             f"{100 * result['valid_exact_match']:.2f}%")
         if best is None or (result["valid_exact_match"], -result["valid_loss"]) > \
                 (best["valid_exact_match"], -best["valid_loss"]):
-            best = result
+            t["best"] = result
             best_state = model.state_dict()
-            if best_dir is not None:
-                model.save_pretrained(best_dir, step=step, extra_manifest={"valid": result})
+            if run is not None:
+                model.save_pretrained(run.path("best"), step=step, extra_manifest={"valid": result})
+        if run is not None:
+            save_last()
 
     done = False
     while not done:
-        epoch += 1
-        for batch in batches:
+        t["epoch"] += 1
+        t["epoch_rng"] = batches.rng.bit_generator.state
+        for position, batch in enumerate(batches, 1):
+            if position <= t["batch_in_epoch"]:  # a resumed run skips what this epoch already fed
+                continue
             fraction = fraction_done()
             if fraction >= 1.0:
                 done = True
                 break
-            lr = learning_rate(step, fraction, cfg)
+            lr = learning_rate(t["step"], fraction, cfg)
             ratio = teacher_forcing_ratio(fraction, cfg)
             logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], teacher_forcing_ratio=ratio)
             loss = model.loss(logits, batch["tgt_out"])
-            loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, step, "lower --learning-rate")
-            step += 1
-            recent_losses.append(loss_value)
+            loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, t["step"],
+                                           "lower --learning-rate")
+            t["step"] += 1
+            t["batch_in_epoch"] = position
+            t["recent_losses"].append(loss_value)
             tokens = int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum())
-            progress.update(step, loss_value, tokens, lr=lr, **({"tf": ratio} if ratio < 1.0 else {}))
-            if step % cfg.eval_interval == 0:
+            progress.update(t["step"], loss_value, tokens, lr=lr, **({"tf": ratio} if ratio < 1.0 else {}))
+            if t["step"] % cfg.eval_interval == 0:
                 validate()
-    if not history or history[-1]["step"] != step:
+            if stop.signum and run is not None:
+                progress.end_line()
+                save_last()
+                raise TrainingInterrupted(stop.signum, t["step"], run.path("last"))
+        else:
+            t["batch_in_epoch"] = 0
+    if not t["history"] or t["history"][-1]["step"] != t["step"]:
         validate()
     train_seconds = time.perf_counter() - start
     model.load_state_dict(best_state)
-    metrics = _test(model, data, cfg, best, history, step, epoch, train_seconds, progress.tokens)
+    metrics = _test(model, data, cfg, t, train_seconds, progress.tokens_per_second())
     log(f"test exact match {100 * metrics['test_exact_match']:.2f}% greedy, "
         f"{100 * metrics['test_exact_match_beam']:.2f}% beam {cfg.num_beams}; token accuracy "
         f"{100 * metrics['test_token_accuracy']:.2f}%, CER {metrics['test_cer']:.4f}")
-    if cfg.out is not None:
-        _write_reports(model, data, cfg, metrics, history, log)
+    if run is not None:
+        _write_reports(model, data, cfg, metrics, run, log)
     return model, metrics
 
 
-def _test(model, data, cfg, best, history, step, epoch, train_seconds, tokens):
+def _resume_checkpoint(run):
+    """The last/ checkpoint of the run being resumed, or None when it has none (a new run then starts)."""
+    try:
+        return load_checkpoint(run.path("last"))
+    except FileNotFoundError:
+        return None
+
+
+def _test(model, data, cfg, t, train_seconds, tokens_per_second):
     greedy = evaluate(model, data.test, 1, cfg.max_length)
     beam = evaluate(model, data.test, cfg.num_beams, cfg.max_length)
-    return {"task": cfg.task, "steps": step, "epochs": epoch, "best_step": best["step"],
-            "train_seconds": round(train_seconds, 2), "tokens_per_second": round(tokens / train_seconds, 1),
+    best, record = t["best"], run_record(cfg.seed)
+    return {"task": cfg.task, "steps": t["step"], "epochs": t["epoch"], "best_step": best["step"],
+            "train_seconds": round(train_seconds, 2), "tokens_per_second": round(tokens_per_second, 1),
             "valid_loss": best["valid_loss"], "valid_exact_match": best["valid_exact_match"],
             "test_exact_match": greedy["exact_match"], "test_exact_match_beam": beam["exact_match"],
             "num_beams": cfg.num_beams, "test_token_accuracy": greedy["token_accuracy"],
             "test_cer": greedy["cer"], "attention": cfg.attention, "cell": cfg.cell,
-            "parameters": model.num_parameters(), "backend": get_backend(),
-            "config": asdict(cfg), "history": history,
-            "test_errors": [{"source": s, "target": t, "prediction": p}
-                            for (s, t), p in zip(data.test, greedy["predictions"]) if p != t][:20]}
+            "parameters": model.num_parameters(), "backend": record["backend"], "run": record,
+            "config": asdict(cfg), "history": t["history"],
+            "test_errors": [{"source": source, "target": target, "prediction": prediction}
+                            for (source, target), prediction in zip(data.test, greedy["predictions"])
+                            if prediction != target][:20]}
 
 
-def _write_reports(model, data, cfg, metrics, history, log):
-    os.makedirs(cfg.out, exist_ok=True)
-    save_json(metrics, os.path.join(cfg.out, "metrics.json"))
+def _write_reports(model, data, cfg, metrics, run, log):
+    save_json(metrics, run.path("metrics.json"))
+    history = metrics["history"]
     curves = {"valid": ([h["step"] for h in history], [h["valid_loss"] for h in history])}
     trained = [h for h in history if h["train_loss"] is not None]
     if trained:
         curves["train"] = ([h["step"] for h in trained], [h["train_loss"] for h in trained])
-    plots.save_loss_curves(curves, os.path.join(cfg.out, "loss.png"), title=f"Seq2Seq on {cfg.task}", log_y=True)
+    plots.save_loss_curves(curves, run.path("loss.png"), title=f"Seq2Seq on {cfg.task}", log_y=True)
     if cfg.attention != "none":
-        path = save_attention_map(model, data.test[0][0], os.path.join(cfg.out, "attention.png"), cfg.max_length)
+        path = save_attention_map(model, data.test[0][0], run.path("attention.png"), cfg.max_length)
         log(f"attention map of {data.test[0][0]!r} written to {path}")
-    log(f"metrics written to {os.path.join(cfg.out, 'metrics.json')}; best checkpoint in "
-        f"{os.path.join(cfg.out, 'best')}")
+    log(f"metrics written to {run.path('metrics.json')}")
+    log(f"saved {run.path('best')} (valid exact match {100 * metrics['valid_exact_match']:.2f}%); try: "
+        f"minigen translate --checkpoint {shlex.quote(run.out)} {shlex.quote(data.test[0][0])}")
 
 
 # ----- command line --------------------------------------------------------------------------------
@@ -278,7 +341,7 @@ def _add_train_args(p):
     from ..data import TASKS
     d = Seq2SeqTrainConfig()
     p.add_argument("--task", choices=TASKS, default=d.task)
-    p.add_argument("--out", required=True, help="output directory: best/ checkpoint, metrics.json, plots")
+    p.add_argument("--out", required=True, help="output directory: checkpoints best/ and last/, metrics.json, plots")
     p.add_argument("--cell", choices=sorted(CELLS), default=d.cell)
     p.add_argument("--attention", choices=ATTENTIONS, default=d.attention)
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=d.bidirectional)
@@ -289,6 +352,7 @@ def _add_train_args(p):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--teacher-forcing-final", type=float, default=None,
                    help="scheduled sampling: the teacher forcing ratio reached at the end of training")
+    add_run_arguments(p)
 
 
 def _run_train(args):
@@ -300,7 +364,7 @@ def _run_train(args):
 def _run_translate(args):
     model = Seq2Seq.from_pretrained(load_model_dir(args.checkpoint))
     kwargs = dict(num_beams=args.num_beams, num_return_sequences=args.num_return_sequences,
-                  max_length=args.max_length, unk=args.unk)
+                  max_length=args.max_length, min_length=args.min_length, unk=args.unk)
     if args.do_sample:
         kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                       seed=args.seed)
@@ -312,7 +376,7 @@ def _run_translate(args):
             print(f"{source}:")
             for rank, text in enumerate(result, 1):
                 print(f"  {rank}. {text}")
-        if args.show_attention:
+        if args.show_attention or args.attention_png:
             _show_attention(model, source, args)
     return 0
 
@@ -322,10 +386,10 @@ def _show_attention(model, source, args):
         print("(this model has no attention: it was trained with --attention none)")
         return
     weights, src_tokens, tgt_tokens = attention_map(model, source, args.max_length, args.unk)
-    if args.show_attention is True:
+    if args.show_attention:
         print(plots.attention_table(weights, src_tokens, tgt_tokens))
-    else:
-        print(f"attention map written to {plots.save_attention(weights, src_tokens, tgt_tokens, args.show_attention)}")
+    if args.attention_png:
+        print(f"attention map written to {plots.save_attention(weights, src_tokens, tgt_tokens, args.attention_png)}")
 
 
 def register(sub, train_sub):
@@ -340,7 +404,8 @@ def register(sub, train_sub):
     t.add_argument("--checkpoint", required=True, help="model directory (or a training output directory)")
     t.add_argument("--num-beams", type=int, default=1)
     t.add_argument("--num-return-sequences", type=int, default=1)
-    t.add_argument("--max-length", type=int, default=64)
+    t.add_argument("--max-length", type=int, default=64, help="the longest output, in tokens with bos and eos")
+    t.add_argument("--min-length", type=int, default=0, help="no eos before this length, bos included")
     t.add_argument("--do-sample", action="store_true")
     t.add_argument("--temperature", type=float, default=1.0)
     t.add_argument("--top-k", type=int, default=50)
@@ -348,6 +413,7 @@ def register(sub, train_sub):
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--unk", choices=["error", "replace"], default="error",
                    help="unknown source characters: raise an error (default) or map them to <unk>")
-    t.add_argument("--show-attention", nargs="?", const=True, default=False, metavar="PNG",
-                   help="print the attention table; with a path, write the heat map PNG there instead")
+    t.add_argument("--show-attention", action="store_true", help="print the attention table of each source")
+    t.add_argument("--attention-png", metavar="PATH",
+                   help="write the attention heat map there (PNG; a text table without matplotlib)")
     t.set_defaults(func=_run_translate)
