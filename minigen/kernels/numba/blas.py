@@ -7,11 +7,10 @@ used together. So minigen keeps one pool. With the Numba backend on more than on
 the rows of a product (or its columns, when there are few rows) into one piece per Numba thread; each thread
 calls BLAS's gemm on its piece, with NumPy's OpenBLAS held at one thread for the call (`_on_one_blas_thread`:
 the count is read and given back around every split product, so the application's own NumPy keeps its
-threads between minigen's calls). Each
-piece is one BLAS call on a plain sub-matrix, so the products run at BLAS speed, and products and
-parallel attention run on the same threads. The Linear layers (`linear_forward`, `linear_backward`, and
-`linear_gelu_*` for a Linear followed by GELU) give each thread a block of rows and do everything for those rows
-while they are in its cache: bias and GELU after the product; in backward GELU's derivative, the input gradient,
+threads between minigen's calls). Each piece is one BLAS call on a plain sub-matrix, so the products run
+at BLAS speed, and products and parallel attention run on the same threads. The Linear layers
+(`linear_forward`, `linear_backward`, and `linear_gelu_*` for a Linear followed by GELU) give each thread a
+block of rows and do everything for those rows while they are in its cache: bias and GELU after the product; in backward GELU's derivative, the input gradient,
 and the block's share of the weight and bias gradients (summed over the blocks at the end).
 
 BLAS is found in the process (the library NumPy loaded: OpenBLAS under its plain or `scipy_` names,
