@@ -1,9 +1,12 @@
 """`minigen demo`: the two families side by side on the dates task.
 
 Trains a GRU encoder-decoder with Bahdanau attention and a small GPT that reads ``source <sep>`` and
-completes ``target <eos>``, each for the same time budget, then compares them on the same test set:
-parameters, training time and speed, exact match (greedy and beam search) and decoding speed. Writes
-into the output directory:
+completes ``target <eos>``, each for a fixed number of steps chosen to converge, then compares them on the
+same test set: parameters, training time and speed, exact match (greedy and beam search) and decoding speed.
+The kernels are loaded (compiled on a first run) by two untimed steps of each model before any clock starts,
+so the results are the same on any machine and only the measured times vary. `--max-time` optionally caps
+each model's training seconds (a capped run may then stop before converging). The output directory must be
+new or empty; `--overwrite` replaces an earlier demo's. Writes into it:
 
     demo.json        the comparison table, the samples and the names of the files below
     loss.png         validation and training loss of both models against training time
@@ -12,8 +15,12 @@ into the output directory:
     seq2seq/, gpt/   the trained models: `minigen translate --checkpoint DIR/seq2seq "March 3, 2021"`,
                      `minigen generate --checkpoint DIR/gpt --prompt "March 3, 2021<sep>"`
 """
+import contextlib
+import io
 import json
 import os
+import shlex
+import shutil
 import time
 
 from . import kernels, plots
@@ -22,16 +29,18 @@ from .training.pairs_gpt import complete, pairs_tokenizer, train_pairs_gpt
 from .training.seq2seq import save_attention_map, train_seq2seq, translate_pairs
 
 TASK = "dates"
+QUICK_STEPS = 400
 ATTENTION_EXAMPLE = "Wednesday the 3rd of March 2021"
 SAMPLES = 5
 
-# Sizes for about 90 seconds of training per model on 2 cores; --quick shrinks everything to a smoke run.
+# Steps at which both models converge (about 80 seconds each on 2 idle cores); --quick trains small models
+# for a few seconds, far from converged.
 SPLITS = {"full": dict(n_train=20000, n_valid=500, n_test=1000), "quick": dict(n_train=1000, n_valid=50, n_test=50)}
-SEQ2SEQ = {"full": dict(hidden_size=128, embedding_size=32, batch_size=64, eval_interval=200),
-           "quick": dict(hidden_size=32, embedding_size=16, batch_size=32, eval_interval=10, max_steps=20)}
-GPT = {"full": dict(n_layer=2, n_head=4, n_embd=64, batch_size=32, learning_rate=6e-3, eval_interval=250),
-       "quick": dict(n_layer=1, n_head=2, n_embd=32, batch_size=32, eval_interval=10, max_steps=20)}
-DEFAULT_MAX_TIME = {"full": 90.0, "quick": 10.0}
+SEQ2SEQ = {"full": dict(hidden_size=128, embedding_size=32, batch_size=64, eval_interval=250, max_steps=3000),
+           "quick": dict(hidden_size=32, embedding_size=16, batch_size=32, eval_interval=100, max_steps=QUICK_STEPS)}
+GPT = {"full": dict(n_layer=2, n_head=4, n_embd=64, batch_size=32, learning_rate=6e-3, eval_interval=500,
+                    max_steps=12000),
+       "quick": dict(n_layer=1, n_head=2, n_embd=32, batch_size=32, eval_interval=100, max_steps=QUICK_STEPS)}
 
 # (key in the results, label in the table, format)
 ROWS = [("parameters", "parameters", "{:,}"),
@@ -100,31 +109,58 @@ def _format_samples(samples):
     return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
+def _prepare_out(out, overwrite):
+    """Refuse to mix this run's files with others': `out` must be new or empty, or an earlier demo's with overwrite."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is an existing file; expected a directory (or a new path)")
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.isfile(os.path.join(out, "demo.json")):
+            raise ValueError(f"--out {out!r} is a non-empty directory that holds no demo; expected a new or "
+                             f"empty directory")
+        if not overwrite:
+            raise FileExistsError(f"--out {out!r} holds an earlier demo; choose another --out, or replace it "
+                                  f"with --overwrite")
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+
+
+def _warm_up(size, seed):
+    """Two untimed steps of each model, with validation and decoding, so that loading (or, on a first run,
+    compiling) the kernels is not counted in the training times."""
+    tiny = dict(n_train=2 * SEQ2SEQ[size]["batch_size"], n_valid=4, n_test=4)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_seq2seq(TASK, seed=seed, log=None, **{**SEQ2SEQ[size], **tiny, "max_steps": 2, "eval_interval": 1})
+        train_pairs_gpt(TASK, seed=seed, log=None, **{**GPT[size], **tiny, "max_steps": 2, "eval_interval": 1})
+
+
+def run_demo(out="demo-out", quick=False, seed=0, max_time=None, overwrite=False, log=print):
     """Train both models on the dates task, compare them and write the report into ``out``.
 
-    max_time is the training budget of each model in seconds (default 90, or 10 with ``quick``).
+    Each model trains for its fixed number of steps; max_time optionally caps each one's training seconds.
     Returns the summary that is also written to ``out/demo.json``."""
     size = "quick" if quick else "full"
-    max_time = DEFAULT_MAX_TIME[size] if max_time is None else float(max_time)
-    if not max_time > 0:
+    if max_time is not None and not max_time > 0:
         raise ValueError(f"--max-time must be a positive number of seconds, got {max_time}")
-    os.makedirs(out, exist_ok=True)
+    _prepare_out(out, overwrite)
     data = load_task(TASK, seed=seed, **SPLITS[size])
     # bos + the longest target + eos: decoding never needs more, for either model
     max_length = max(len(target) for _, target in data.train + data.valid + data.test) + 2
+    cap = f", at most {max_time:g} s each" if max_time else ""
     log(f"minigen demo: Seq2Seq against GPT on the {TASK} task, e.g. {data.test[0][0]!r} -> "
-        f"{data.test[0][1]!r}; {max_time:.0f} s of training each, backend {kernels.get_backend()}")
+        f"{data.test[0][1]!r}; {SEQ2SEQ[size]['max_steps']:,} and {GPT[size]['max_steps']:,} training steps{cap}, "
+        f"backend {kernels.get_backend()}")
+    log("loading the kernels (compiling them on a first run) ...")
+    _warm_up(size, seed)
 
     log("\n[1/2] Seq2Seq: bidirectional GRU encoder, GRU decoder with Bahdanau attention")
-    seq2seq, s2s_metrics = train_seq2seq(TASK, max_time=max_time, seed=seed, log=log, max_length=max_length,
+    seq2seq, s2s_metrics = train_seq2seq(TASK, max_time=max_time or 0, seed=seed, log=log, max_length=max_length,
                                          **SPLITS[size], **SEQ2SEQ[size])
     s2s_metrics.update(_seq2seq_decoding_speed(seq2seq, data.test, max_length))
     seq2seq.save_pretrained(os.path.join(out, "seq2seq"))
 
     log("\n[2/2] GPT: decoder-only transformer, prompt 'source<sep>' -> completion 'target<eos>'")
     gpt, gpt_metrics = train_pairs_gpt(TASK, out=os.path.join(out, "gpt"), max_time=max_time, seed=seed, log=log,
-                                     **SPLITS[size], **GPT[size])
+                                       **SPLITS[size], **GPT[size])
 
     results = {"seq2seq": s2s_metrics, "gpt": gpt_metrics}
     table = format_table(results)
@@ -142,31 +178,33 @@ def run_demo(out="demo-out", quick=False, seed=0, max_time=None, log=print):
                                     xlabel="training time (s)", log_y=True),
              save_attention_map(seq2seq, ATTENTION_EXAMPLE, os.path.join(out, "attention.png"), max_length)]
     summary = {"task": TASK, "seed": seed, "quick": quick, "max_time": max_time, "backend": kernels.get_backend(),
+               "steps": {"seq2seq": SEQ2SEQ[size]["max_steps"], "gpt": GPT[size]["max_steps"]},
                "test_examples": len(data.test),
                "table": {name: {key: results[name].get(key) for key, _, _ in ROWS} for name, _ in COLUMNS},
                "markdown": table, "samples": samples, "files": [os.path.basename(f) for f in files]}
     with open(os.path.join(out, "demo.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     log(f"\nWrote {', '.join(summary['files'] + ['demo.json'])} and the models seq2seq/, gpt/ to {out}/")
-    log(f"Try:  minigen translate --checkpoint {os.path.join(out, 'seq2seq')} --show-attention \"March 3, 2021\"\n"
-        f"      minigen generate --checkpoint {os.path.join(out, 'gpt')} --prompt \"March 3, 2021<sep>\" "
-        f"--max-new-tokens 11")
+    seq2seq_dir, gpt_dir = shlex.quote(os.path.join(out, "seq2seq")), shlex.quote(os.path.join(out, "gpt"))
+    log(f"Try:  minigen translate --checkpoint {seq2seq_dir} --show-attention \"March 3, 2021\"\n"
+        f"      minigen generate --checkpoint {gpt_dir} --prompt \"March 3, 2021<sep>\" --max-new-tokens 11")
     return summary
 
 
 def _run(args):
-    run_demo(out=args.out, quick=args.quick, seed=args.seed, max_time=args.max_time)
+    run_demo(out=args.out, quick=args.quick, seed=args.seed, max_time=args.max_time, overwrite=args.overwrite)
     return 0
 
 
 def register(sub, train_sub):
     """Add `minigen demo` to the command line."""
-    p = sub.add_parser("demo", help="compare Seq2Seq and GPT on the dates task (about 3 minutes)",
+    p = sub.add_parser("demo", help="compare Seq2Seq and GPT on the dates task (a few minutes)",
                        description="Train a GRU + Bahdanau Seq2Seq and a small GPT on the dates task, print a "
                                    "comparison table and samples, and write plots and demo.json.")
-    p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
+    p.add_argument("--out", default="demo-out", help="output directory, new or empty")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output in --out")
+    p.add_argument("--quick", action="store_true", help="a run of a few seconds with small models, far from converged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-time", type=float, default=None,
-                   help="training seconds per model (default 90, 10 with --quick)")
+                   help="cap on each model's training seconds (default: none, the fixed steps run to the end)")
     p.set_defaults(func=_run)

@@ -160,7 +160,7 @@ def train_seq2seq(task="dates", out=None, max_time=0.0, seed=0, log=print, **opt
     """Train a Seq2Seq model on a built-in task; returns (model, metrics).
 
     options are the fields of Seq2SeqTrainConfig (hidden_size=..., attention='none', max_steps=...).
-    With `out`, the best/ and last/ checkpoints, metrics.json, loss.png and attention.png are written
+    Messages go to `log` (None silences them). With `out`, the best/ and last/ checkpoints, metrics.json, loss.png and attention.png are written
     there; an `out` that already holds a run needs resume=True or overwrite=True, and SIGINT / SIGTERM
     save last/ after the current step and raise TrainingInterrupted."""
     known = {f.name for f in fields(Seq2SeqTrainConfig)}
@@ -169,6 +169,7 @@ def train_seq2seq(task="dates", out=None, max_time=0.0, seed=0, log=print, **opt
         raise TypeError(f"train_seq2seq: unknown option(s) {unknown}; expected some of {sorted(known)}")
     cfg = Seq2SeqTrainConfig(task=task, out=out, max_time=max_time, seed=seed, **options)
     cfg.check()
+    log = log or (lambda *args: None)
     if cfg.out is None:  # nothing to save: a signal stops the process as usual
         return _train(cfg, None, StopSignals(), log)
     run = RunDirectory(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
