@@ -2,10 +2,7 @@
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +13,6 @@ from minigen.models.gpt import GPT
 from minigen.tokenizers import load_tokenizer
 from minigen.training.gpt import GPTTrainConfig, train_gpt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ("First Citizen: Before we proceed any further, hear me speak.\nAll: Speak, speak.\n"
         "First Citizen: You are all resolved rather to die than to famish?\nAll: Resolved. resolved.\n") * 6
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, warmup_iters=3,
@@ -68,35 +64,6 @@ def test_resume_is_bit_identical(tmp_path, text_file, trained):
     uninterrupted = GPT.from_pretrained(os.path.join(trained[0], "last"))
     for (name, a), b in zip(uninterrupted.state_dict().items(), model.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
-
-
-def test_killed_during_training_resumes_and_last_is_loadable(tmp_path, text_file):
-    out = str(tmp_path / "killed")
-    args = [sys.executable, "-m", "minigen", "train", "gpt", "--text", text_file, "--out", out, *TINY_ARGS,
-            "--max-iters", "400", "--eval-interval", "1", "--eval-iters", "1"]
-    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        # wait for a few checkpoints: every step saves, so the kill lands in or near a save
-        while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.isdir(os.path.join(out, "last")) and len(os.listdir(out)) >= 2:
-                time.sleep(0.3)
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "training ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    state = load_checkpoint(os.path.join(out, "last"))  # last/ or the complete copy a torn save left
-    assert 0 <= state.manifest["step"] < 400
-    _, metrics = run(text_file, out, max_iters=state.manifest["step"] + 5, eval_interval=100, resume=True)
-    assert metrics["iters"] == state.manifest["step"] + 5
-    assert load_checkpoint(os.path.join(out, "last")).manifest["step"] == metrics["iters"]
-    GPT.from_pretrained(os.path.join(out, "last"))
-    assert not [name for name in os.listdir(out) if name.startswith("last.")]  # the next save cleared any litter
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -3,6 +3,8 @@ import contextlib
 import io
 import json
 import os
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -234,11 +236,13 @@ def run_cli(*argv):
 
 def test_train_and_translate_commands(tmp_path):
     out_dir = str(tmp_path / "run")
-    code, _, _ = run_cli("train", "seq2seq", "--task", "reverse", "--out", out_dir, "--max-steps", "12",
-                         "--max-time", "0", "--n-train", "64", "--n-valid", "8", "--n-test", "8",
-                         "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "16",
-                         "--eval-interval", "6", "--attention", "luong-dot", "--teacher-forcing-final", "0.5")
+    code, printed, _ = run_cli("train", "seq2seq", "--task", "reverse", "--out", out_dir, "--max-steps", "12",
+                               "--max-time", "0", "--n-train", "64", "--n-valid", "8", "--n-test", "8",
+                               "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "16",
+                               "--eval-interval", "6", "--attention", "luong-dot", "--teacher-forcing-final", "0.5")
     assert code == 0
+    hint = re.search(r"^saved \S+ \(valid exact match [\d.]+%\); try: (minigen translate .*)$", printed, re.M)
+    assert hint and run_cli(*shlex.split(hint.group(1))[1:])[0] == 0  # the command it suggests runs as written
     metrics = json.loads(open(os.path.join(out_dir, "metrics.json")).read())
     for key in ("task", "steps", "train_seconds", "tokens_per_second", "valid_loss", "valid_exact_match",
                 "test_exact_match", "test_exact_match_beam", "test_token_accuracy", "test_cer", "attention",
@@ -251,8 +255,11 @@ def test_train_and_translate_commands(tmp_path):
     code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "abc", "zyx", "--num-beams", "3",
                                "--num-return-sequences", "2")
     assert code == 0 and printed.count("1. ") == 2 and printed.count("2. ") == 2
-    code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "abc", "--show-attention")
+    code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "--show-attention", "abc")
     assert code == 0 and len(printed.splitlines()) >= 3
+    png = os.path.join(out_dir, "abc.png")
+    code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "--attention-png", png, "abc")
+    assert code == 0 and "attention map written to" in printed
     code, _, err = run_cli("translate", "--checkpoint", out_dir, "ab1")
     assert code == 2 and "'1'" in err
     code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "ab1", "--unk", "replace")
