@@ -77,7 +77,7 @@ def state_dict_from_hf(tensors, bias=True):
             if np.any(arr):
                 raise ValueError(f"checkpoint tensor {name!r} is non-zero but the config says bias=false")
             continue
-        if key.endswith(CONV1D_WEIGHTS):
+        if key.endswith(CONV1D_WEIGHTS) and arr.dtype != np.int8:  # int8 weights are stored (out, in)
             arr = arr.T
         out[key] = arr
     return out
@@ -92,7 +92,7 @@ def state_dict_to_hf(state_dict, tie_word_embeddings=True, bias=True):
     for key, arr in state_dict.items():
         if not bias and key.endswith(BIASED_WEIGHTS):
             out[key[:-len("weight")] + "bias"] = np.zeros(arr.shape[0], arr.dtype)
-        if key.endswith(CONV1D_WEIGHTS):
+        if key.endswith(CONV1D_WEIGHTS) and arr.dtype != np.int8:  # int8 weights stay (out, in), see nn.quantize
             arr = np.ascontiguousarray(arr.T)
         out[key] = arr
     if tie_word_embeddings:

@@ -11,10 +11,10 @@ from .numba.adam import adamw_amsgrad_update, adamw_update
 from .numba.attention import attention_backward, attention_forward, packed_attention_backward, \
     packed_attention_forward
 from .numba.attention_heads import MASKED_SCORE
-from .numba.blas import gemm, linear_backward, linear_forward, linear_gelu_backward, linear_gelu_forward
+from .numba.blas import gemm, int8_linear_forward, linear_backward, linear_forward, linear_gelu_backward, \
+    linear_gelu_forward
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward
-from .numba.matvec import int8_linear_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
                          log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward)
 from .numba.seq2seq_attention import additive_scores_backward, additive_scores_forward, \

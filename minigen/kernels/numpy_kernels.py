@@ -337,26 +337,20 @@ def _adam_apply(param, exp_avg, second_moment, scratch, lr, beta1, beta2, eps, s
     param += scratch
 
 
-# ----- int8 weights: symmetric, one float32 scale per block of inputs (llama.cpp's q8_0) ------------
-def quantize_int8(weight, group_size):
-    """(q, scale) for a 2-D float weight (N, K): q int8 (N, K), scale float32 (N, ceil(K / group_size)), with
-    weight[n, k] ~ q[n, k] * scale[n, k // group_size], each block's largest magnitude mapped to 127."""
-    N, K = weight.shape
-    blocks = -(-K // group_size)
-    padded = np.zeros((N, blocks * group_size), np.float32)
-    padded[:, :K] = weight
-    padded = padded.reshape(N, blocks, group_size)
-    scale = np.abs(padded).max(axis=2) / 127.0
-    safe = np.where(scale > 0, scale, 1.0)
-    q = np.rint(padded / safe[:, :, None]).clip(-127, 127).astype(np.int8)
-    return q.reshape(N, -1)[:, :K].copy(), scale.astype(np.float32)
+# ----- int8 weights: symmetric, one float32 scale per row (output channel) ---------------------
+def quantize_int8(weight):
+    """(q, scale) for a 2-D float weight (N, K): q int8 (N, K) and scale float32 (N,) with
+    weight[n, k] ~ q[n, k] * scale[n], each row's largest magnitude mapped to 127."""
+    scale = (np.abs(weight).max(axis=1) / 127.0).astype(np.float32) if weight.shape[1] else \
+        np.zeros(weight.shape[0], np.float32)
+    safe = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.rint(weight / safe[:, None]).clip(-127, 127).astype(np.int8, order="C")  # (N, K) rows, whatever weight's layout
+    return q, scale
 
 
 def dequantize_int8(q, scale):
-    """The float32 weight (N, K) that `quantize_int8`'s (q, scale) stand for."""
-    N, K = q.shape
-    group = -(-K // scale.shape[1])
-    return q.astype(np.float32) * np.repeat(scale, group, axis=1)[:, :K]
+    """The float32 array q * scale[..., None] that `quantize_int8`'s (q, scale) stand for (any leading dims)."""
+    return q.astype(np.float32) * scale[..., None]
 
 
 def int8_linear_forward(x, q, scale, bias):

@@ -19,6 +19,7 @@ from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
 from .. import kernels
+from ..nn import quantize as quantization
 from ..nn.kv_cache import KVCache
 from ..ops.attention import CachedCausalSelfAttention, PackedCausalSelfAttention
 from ..random import generator
@@ -127,7 +128,8 @@ class MLP(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x):
-        x = F.linear_gelu(x, self.c_fc.weight, self.c_fc.bias, approximate=self.approximate)  # c_fc, then GELU
+        c_fc = self.c_fc  # c_fc, then GELU, as one op
+        x = F.linear_gelu(x, c_fc.weight, c_fc.bias, self.approximate, c_fc._buffers.get("weight_scale"))
         return F.dropout(self.c_proj(x), self.dropout, self.training)
 
 
@@ -262,6 +264,25 @@ class GPT(nn.Module):
         """The output projection (vocab_size, n_embd): wte's weight when tied."""
         return self.transformer.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
+    def head(self, h):
+        """Logits from final hidden states h (..., n_embd): the output projection (tied to wte by default)."""
+        layer = self.transformer.wte if self.config.tie_word_embeddings else self.lm_head
+        return F.linear(h, layer.weight, weight_scale=layer._buffers.get("weight_scale"))
+
+    def quantize(self, method="int8"):
+        """Weight-only int8 for inference, in place: every Linear and the token embedding (so the tied head
+        too) hold int8 weights with a float32 scale per row (see `nn.quantize`); LayerNorms, biases and
+        position embeddings stay float32. Returns the model."""
+        if method != "int8":
+            raise ValueError(f"quantize: method must be 'int8', got {method!r}")
+        return quantization.quantize_int8_(self)
+
+    @property
+    def quantized(self):
+        """Whether the weights are int8 (`quantize`)."""
+        return self.transformer.h[0].attn.c_attn.weight.dtype == np.int8 if len(self.transformer.h) else \
+            self.transformer.wte.weight.dtype == np.int8
+
     def num_parameters(self, exclude_embeddings=False):
         """Number of parameters (tied weights counted once); optionally without the position embeddings."""
         n = sum(p.size for p in self.parameters())
@@ -289,7 +310,7 @@ class GPT(nn.Module):
 
         See `Transformer.forward` for position_ids, cache and attention_mask."""
         h = self.transformer(input_ids, position_ids, cache, attention_mask)
-        logits = F.linear(h, self.head_weight)
+        logits = self.head(h)
         if targets is None:
             return logits, None
         B, T, V = logits.shape
@@ -345,7 +366,7 @@ class GPT(nn.Module):
             else:
                 h = self.transformer(state["tokens"], positions, None, attention_mask)
             # only the last position's logits are needed: skip the (T, V) head product of the prompt
-            logits = F.linear(h[:, -1, :], self.head_weight)
+            logits = self.head(h[:, -1, :])
         return logits.data, state
 
     def reorder_state(self, state, index):
@@ -377,31 +398,48 @@ class GPT(nn.Module):
 
     # ----- Hugging Face checkpoint directories ------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory, dtype=np.float32):
+    def from_pretrained(cls, directory, dtype=np.float32, quantize=None):
         """Load a GPT from a Hugging Face GPT-2 directory (config.json + model.safetensors), in eval mode
-        as Hugging Face returns it (call `.train()` to fine-tune with dropout)."""
-        config, weights = load_gpt2_directory(directory)
+        as Hugging Face returns it (call `.train()` to fine-tune with dropout).
+
+        The file is memory-mapped and its tensors are the parameters (GPT-2's Conv1D weights as transposed
+        views): loading reads nothing and copies nothing. A parameter that is written to (fine-tuning) gets
+        its own memory; the file is never modified. quantize="int8" quantizes a float checkpoint on loading
+        (see `quantize`); a checkpoint saved quantized loads quantized."""
+        if quantize not in (None, "int8"):
+            raise ValueError(f"from_pretrained: quantize must be None or 'int8', got {quantize!r}")
+        config, weights, quantized = load_gpt2_directory(directory)
         with nn.init.skip_init():
             model = cls(config)
+        if quantized:  # int8 layers to load into
+            quantization.quantize_int8_(model, from_weights=False)
         # the parameters take the mapped tensors themselves: nothing is read until used, nothing copied
         model.load_state_dict(weights, strict=True, assign=True)
-        if np.dtype(dtype) != model.transformer.wte.weight.dtype:
+        if not quantized and np.dtype(dtype) != np.float32:
             model.to(dtype)
+        if quantize == "int8" and not quantized:
+            model.quantize("int8")
         return model.eval()
 
     def save_pretrained(self, directory):
-        """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (each file atomically)."""
+        """Write config.json + model.safetensors in Hugging Face's GPT-2 layout (each file atomically). A
+        quantized model writes its int8 weights and scales, and the scheme as config.json's
+        `quantization_config` (minigen reads it back; transformers does not know it)."""
         from ..io import gpt2
         from ..io.config import save_json
         from ..io.safetensors import save_file
         os.makedirs(directory, exist_ok=True)
         tensors = gpt2.state_dict_to_hf(self.state_dict(), self.config.tie_word_embeddings, self.config.bias)
         save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-        save_json(gpt2.config_to_hf(self.config.to_dict()), os.path.join(directory, "config.json"))
+        config = gpt2.config_to_hf(self.config.to_dict())
+        if self.quantized:
+            config["quantization_config"] = quantization.quantization_config()
+        save_json(config, os.path.join(directory, "config.json"))
 
 
 def load_gpt2_directory(directory):
-    """(GPTConfig, minigen state dict) from a Hugging Face GPT-2 directory; FileNotFoundError if absent."""
+    """(GPTConfig, minigen state dict, whether it is int8-quantized) from a Hugging Face GPT-2 directory, the
+    tensors memory-mapped; FileNotFoundError if absent."""
     from ..io import gpt2
     from ..io.config import load_json
     from ..io.safetensors import load_file
@@ -411,8 +449,12 @@ def load_gpt2_directory(directory):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"from_pretrained: {path!r} not found (expected a checkpoint directory with "
                                     f"config.json and model.safetensors)")
-    config = GPTConfig(**gpt2.config_from_hf(load_json(config_path), config_path))
-    return config, gpt2.state_dict_from_hf(load_file(weights_path, mmap=True), config.bias)
+    hf_config = load_json(config_path)
+    config = GPTConfig(**gpt2.config_from_hf(hf_config, config_path))
+    quantized = hf_config.get("quantization_config") is not None
+    if quantized:
+        quantization.check_quantization_config(hf_config["quantization_config"], config_path)
+    return config, gpt2.state_dict_from_hf(load_file(weights_path, mmap=True), config.bias), quantized
 
 
 def _final_length(input_ids, kwargs):

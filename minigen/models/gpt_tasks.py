@@ -49,7 +49,10 @@ class GPTForSequenceClassification(nn.Module):
     def from_pretrained(cls, directory, num_labels, pad_token_id=None, dtype=np.float32):
         """A classifier whose body is loaded from a GPT-2 directory (config.json + model.safetensors); its head
         too when the directory holds a GPT2ForSequenceClassification with num_labels labels."""
-        config, weights = load_gpt2_directory(directory)
+        config, weights, quantized = load_gpt2_directory(directory)
+        if quantized:
+            raise ValueError(f"{cls.__name__}.from_pretrained: {directory!r} holds an int8-quantized GPT; a "
+                             f"classifier is fine-tuned from a float checkpoint")
         model = cls(config, num_labels, pad_token_id).to(dtype)
         body = {k[len("transformer."):]: v for k, v in weights.items() if k.startswith("transformer.")}
         model.transformer.load_state_dict(body)

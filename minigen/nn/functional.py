@@ -5,19 +5,20 @@
 import numpy as np
 
 from ..autograd import Tensor, as_tensor
-from .. import ops
+from .. import kernels, ops
 from ..ops.attention import MASKED_SCORE, ScaledDotProductAttention
 from .. import random
 
 
-def linear(input, weight, bias=None):
-    """y = input @ weight.T + bias, weight stored (out_features, in_features)."""
-    return ops.Linear.apply(input, weight, bias)
+def linear(input, weight, bias=None, weight_scale=None):
+    """y = input @ weight.T + bias, weight stored (out_features, in_features); an int8 weight with its
+    weight_scale (see `nn.quantize`) is dequantized on the fly."""
+    return ops.Linear.apply(input, weight, bias, weight_scale=weight_scale)
 
 
-def linear_gelu(input, weight, bias=None, approximate="none"):
-    """gelu(linear(input, weight, bias), approximate) as one op (see `ops.LinearGelu`)."""
-    return ops.LinearGelu.apply(input, weight, bias, approximate=approximate)
+def linear_gelu(input, weight, bias=None, approximate="none", weight_scale=None):
+    """gelu(linear(input, weight, bias, weight_scale), approximate) as one op (see `ops.LinearGelu`)."""
+    return ops.LinearGelu.apply(input, weight, bias, approximate=approximate, weight_scale=weight_scale)
 
 
 def _check_ids(ids, num_embeddings, name="input"):
@@ -30,9 +31,13 @@ def _check_ids(ids, num_embeddings, name="input"):
     return ids_arr.astype(np.int64, copy=False)
 
 
-def embedding(input, weight, padding_idx=None):
-    """Rows of `weight` (num_embeddings, dim) for integer ids; gradients scatter-add into weight."""
+def embedding(input, weight, padding_idx=None, weight_scale=None):
+    """Rows of `weight` (num_embeddings, dim) for integer ids; gradients scatter-add into weight. An int8
+    weight with its weight_scale (see `nn.quantize`) gives its rows dequantized, without a gradient."""
     ids = _check_ids(input, weight.shape[0])
+    if weight_scale is not None:
+        rows = kernels.dequantize_int8(weight.data[ids.reshape(-1)], weight_scale[ids.reshape(-1)])
+        return Tensor._wrap(rows.reshape(ids.shape + rows.shape[1:]))
     return ops.Embedding.apply(weight, ids, padding_idx=padding_idx)
 
 

@@ -65,7 +65,8 @@ class Linear(Module):
 
     def forward(self, input):
         check_features(input, self.in_features, "Linear")
-        return F.linear(input, self.weight, self.bias)
+        # an int8 weight comes with the buffer weight_scale (see nn.quantize)
+        return F.linear(input, self.weight, self.bias, weight_scale=self._buffers.get("weight_scale"))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -108,7 +109,8 @@ class Embedding(Module):
         return layer
 
     def forward(self, input):
-        return F.embedding(input, self.weight, self.padding_idx)
+        # an int8 weight comes with the buffer weight_scale (see nn.quantize)
+        return F.embedding(input, self.weight, self.padding_idx, weight_scale=self._buffers.get("weight_scale"))
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"

@@ -185,6 +185,9 @@ class Module:
                 bad_type.append(f"{key}: dtype {value.dtype}")
                 continue
             target = own[key][2]
+            if value.dtype.kind == "f" and np.dtype(target.dtype).kind in "iu":
+                bad_type.append(f"{key}: dtype {value.dtype} where the model holds {target.dtype}")
+                continue
             shape = target.shape if isinstance(target, (Tensor, np.ndarray)) else None
             if value.shape != shape:
                 bad_shape.append(f"{key}: checkpoint {value.shape}, model {shape}")

@@ -50,17 +50,25 @@ class Linear(Function):
     Fused so that the weight gradient is one GEMM over all leading dims and no transposed copy of W is made;
     the kernels add the bias, and sum its gradient, on each thread's rows next to their products."""
 
-    def forward(self, x, weight, bias=None):
+    def forward(self, x, weight, bias=None, weight_scale=None):
         _check_features("linear", x, weight)
-        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        self.x, self.weight, self.weight_scale, self.has_bias = x, weight, weight_scale, bias is not None
         # one 2-D GEMM: NumPy's batched matmul against a shared matrix does not reach BLAS
-        y = kernels.linear_forward(x.reshape(-1, x.shape[-1]), weight, bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        y = kernels.linear_forward(x2, weight, bias) if weight_scale is None else \
+            kernels.int8_linear_forward(x2, weight, weight_scale, bias)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
+        weight = _float_weight(self.weight, self.weight_scale)
         gx, gw, gb = kernels.linear_backward(grad.reshape(-1, grad.shape[-1]), self.x.reshape(-1, self.x.shape[-1]),
-                                             self.weight, self.has_bias)
-        return gx.reshape(self.x.shape), gw, gb
+                                             weight, self.has_bias)
+        return gx.reshape(self.x.shape), (gw if self.weight_scale is None else None), gb
+
+
+def _float_weight(weight, weight_scale):
+    """The weight as floats: itself, or an int8 weight dequantized (it gets no gradient; its input does)."""
+    return weight if weight_scale is None else kernels.dequantize_int8(weight, weight_scale)
 
 
 class LinearGelu(Function):
@@ -69,15 +77,22 @@ class LinearGelu(Function):
     Fused so that each thread applies GELU to its rows of the product while they are in its cache (and
     in backward, GELU's derivative right before its rows of the input-gradient product)."""
 
-    def forward(self, x, weight, bias=None, approximate="none"):
+    def forward(self, x, weight, bias=None, approximate="none", weight_scale=None):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
         _check_features("linear_gelu", x, weight)
         self.x, self.weight, self.has_bias, self.approximate = x, weight, bias is not None, approximate
-        self.h, y = kernels.linear_gelu_forward(x.reshape(-1, x.shape[-1]), weight, bias, approximate)
+        self.weight_scale = weight_scale
+        x2 = x.reshape(-1, x.shape[-1])
+        if weight_scale is None:
+            self.h, y = kernels.linear_gelu_forward(x2, weight, bias, approximate)
+        else:
+            self.h = kernels.int8_linear_forward(x2, weight, weight_scale, bias)
+            y = kernels.gelu_forward(self.h, approximate)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
+        weight = _float_weight(self.weight, self.weight_scale)
         gx, gw, gb = kernels.linear_gelu_backward(grad.reshape(self.h.shape), self.x.reshape(self.h.shape[0], -1),
-                                                  self.weight, self.h, self.approximate, self.has_bias)
-        return gx.reshape(self.x.shape), gw, gb
+                                                  weight, self.h, self.approximate, self.has_bias)
+        return gx.reshape(self.x.shape), (gw if self.weight_scale is None else None), gb

@@ -360,6 +360,17 @@ def linear_forward(x, weight, bias):
     return _linear(x, weight, bias, False, False, chunks)[0]
 
 
+def int8_linear_forward(x, q, scale, bias):
+    """x @ (q * scale[:, None]).T + bias (see `numpy_kernels.int8_linear_forward`): for few rows the int8 weight is
+    read once, each row's dot product scaled at its end; for more rows (a prompt) the weight is dequantized once
+    and the product runs as a float Linear, whose work then outweighs the conversion."""
+    if x.dtype != np.float32 or x.ndim != 2:
+        return numpy_kernels.int8_linear_forward(x, q, scale, bias)
+    if matvec.applies(x, q):
+        return matvec.few_rows_linear(x, q, bias, np.ascontiguousarray(scale, dtype=np.float32))
+    return linear_forward(x, numpy_kernels.dequantize_int8(q, scale), bias)
+
+
 def linear_backward(grad, x, weight, has_bias):
     """(gx, gweight, gbias) of linear_forward (see `numpy_kernels.linear_backward`)."""
     if _transposed(weight):
