@@ -17,8 +17,11 @@ MINIGEN_BLAS chooses: 'auto' (the default: MKL when installed), 'mkl' (warns whe
 One effect reaches beyond minigen: MKL's runtime loads its parts into the process's global symbol scope, so a
 library loaded afterwards that calls MKL dynamically binds to this sequential MKL. PyTorch imported after
 minigen's Numba backend has loaded (its first kernel call) then runs its products on one thread; import torch
-first, or set MINIGEN_BLAS=openblas, when both share a process. (MKL's GNU-threaded layer limited to one BLAS
-thread leaves PyTorch the same way; unlimited, it would thread inside minigen's own threads.)
+first, or set MINIGEN_BLAS=openblas, when both share a process (measured: PyTorch 2.13 imported after minigen
+had loaded MKL reported `torch.get_num_threads()` 1 on this 2-core machine, 2 without minigen). MKL's
+GNU-threaded layer limited to one BLAS thread leaves PyTorch the same way; unlimited, it would thread inside
+minigen's own threads. Loaded into a link-map namespace of its own with dlmopen, where PyTorch could not bind
+to it, MKL crashed on its first call.
 """
 import ctypes
 import glob
