@@ -1,6 +1,7 @@
 """Fused ops with hand-written backward: softmax, log_softmax, cross_entropy, layer_norm, embedding.
 
-Each works on 2-D (rows, features) arrays and calls a kernel, so the NumPy and Numba backends share them."""
+Each works on 2-D (rows, features) arrays and calls a kernel, so the NumPy and Numba backends share them. The
+reference of each, `kernels.<name>`, is the function of that name in minigen/kernels/numpy_kernels.py."""
 import math
 
 import numpy as np

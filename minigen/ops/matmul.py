@@ -1,7 +1,7 @@
 """Matrix product with NumPy's rules (1-D operands, broadcast batch dimensions), and the Linear layer's product.
 
 BLAS does the work; the Linear layers go through `kernels.linear_*`, which the Numba backend splits across its
-threads."""
+threads; their reference is the function of that name in minigen/kernels/numpy_kernels.py."""
 import numpy as np
 
 from .. import kernels

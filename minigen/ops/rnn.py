@@ -2,7 +2,8 @@
 
 The caller computes the input-side projection x @ W_ih^T + b_ih for every step at once (one GEMM);
 this op runs the steps: the hidden-side product h @ W_hh^T per step (`kernels.gemm`, BLAS), the GRU gate
-arithmetic in kernels. One graph node per layer and direction instead of dozens per step keeps long sequences cheap."""
+arithmetic in kernels (`kernels.gru_gates_*`, whose reference is in minigen/kernels/numpy_kernels.py). One graph
+node per layer and direction instead of dozens per step keeps long sequences cheap."""
 import numpy as np
 
 from ..autograd import Function
