@@ -95,8 +95,10 @@ class CausalSelfAttention(nn.Module):
             if cache is not None:
                 raise ValueError("CausalSelfAttention: a KV cache is for inference; call model.eval() first")
             y = self._dropout_attention(qkv, attention_mask)
-        elif cache is None and attention_mask is None:
-            # training and full-sequence scoring: one fused op reads q, k, v where they lie in qkv
+        elif attention_mask is None and (cache is None or cache.length == 0):
+            # training, scoring and a prompt's first pass: one fused op reads q, k, v where they lie in qkv
+            if cache is not None:
+                cache.update(self.layer_index, *kernels.packed_heads(qkv.data, 3, self.n_head)[1:])
             y = PackedCausalSelfAttention.apply(qkv, self.n_head)
         else:
             # decoding (or a padded batch): the new positions against all keys so far, one op

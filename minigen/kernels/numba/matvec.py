@@ -76,18 +76,21 @@ def _axpy_rows_parallel(x, weight_t, parts):
         _axpy_rows(x, weight_t, parts[c], c * K // chunks, (c + 1) * K // chunks)
 
 
-MAX_ROWS = 8  # up to this many rows the kernels beat BLAS's gemm (see the module's docstring)
+# Float weights: one row (batch-1 decoding); with more rows BLAS's gemm reads the weight once too and computes
+# faster. int8 weights: up to 8 rows (the alternative is dequantizing the whole weight at every step).
+MAX_ROWS, MAX_ROWS_INT8 = 1, 8
 PARALLEL_MIN_WORK = 2 ** 16  # multiply-adds below which a call stays serial (a parallel region costs microseconds)
 
 
 def applies(x, weight):
     """Whether `few_rows_linear` serves x @ weight.T: few rows of floats, and a weight of their dtype that lies
     (N, K) or (K, N) contiguously, or an int8 weight (N, K)."""
-    if x.ndim != 2 or x.shape[0] > MAX_ROWS or x.dtype not in FLOAT_DTYPES or weight.ndim != 2:
+    if x.ndim != 2 or x.dtype not in FLOAT_DTYPES or weight.ndim != 2:
         return False
     if weight.dtype == np.int8:
-        return x.dtype == np.float32 and weight.flags.c_contiguous
-    return weight.dtype == x.dtype and (weight.flags.c_contiguous or weight.T.flags.c_contiguous)
+        return x.shape[0] <= MAX_ROWS_INT8 and x.dtype == np.float32 and weight.flags.c_contiguous
+    return x.shape[0] <= MAX_ROWS and weight.dtype == x.dtype and \
+        (weight.flags.c_contiguous or weight.T.flags.c_contiguous)
 
 
 def few_rows_linear(x, weight, bias, scale=None):
