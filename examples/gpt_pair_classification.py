@@ -32,7 +32,8 @@ from minigen.autograd import no_grad  # noqa: E402
 from minigen.models.gpt_tasks import GPTForSequenceClassification  # noqa: E402
 from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
-from minigen.training.gpt import GPTTrainConfig, load_model_dir, train_gpt  # noqa: E402
+from minigen.training.gpt import GPTTrainConfig, train_gpt  # noqa: E402
+from minigen.training.run import load_model_dir  # noqa: E402
 
 HALF = 31  # tokens kept around the boundary: the end of A and the start of B (plus the separator)
 

@@ -75,7 +75,7 @@ def main():
     out = model.generate(ids, attention_mask=mask, max_length=20, output_attentions=True)
     weights = [a[0] for a in out.attentions]
     print(attention_table(weights, list("the 3rd of March, 2021"),
-                          [data.tgt_vocab.itos[i] for i in out.sequences[0, 1:]]))
+                          [data.tgt_vocab.id_to_token(i) for i in out.sequences[0, 1:]]))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class ChatSession:
 def _run_chat(args):
     from .models.gpt import GPT
     from .tokenizers import load_tokenizer
-    from .training.gpt import load_model_dir
+    from .training.run import load_model_dir
     directory = load_model_dir(args.checkpoint)
     model, tokenizer = GPT.from_pretrained(directory), load_tokenizer(directory)
     session = ChatSession(model, tokenizer, user_prefix=args.user_prefix, bot_prefix=args.bot_prefix,

@@ -12,11 +12,12 @@ import pytest
 import minigen as mg
 from minigen import plots
 from minigen.cli import main
-from minigen.data import Seq2SeqBatches, Vocab, load_task
+from minigen.data import Seq2SeqBatches, load_task
 from minigen.models import Seq2Seq, Seq2SeqConfig
+from minigen.tokenizers import CharTokenizer
 from minigen.training.seq2seq import attention_map, train_seq2seq
 
-VOCAB = Vocab("abcdef")
+VOCAB = CharTokenizer.from_chars("abcdef")
 
 
 def make_model(dtype=np.float64, seed=0, **options):

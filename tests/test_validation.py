@@ -15,7 +15,6 @@ import pytest
 import minigen as mg
 from minigen import nn
 from minigen.cli import main
-from minigen.data import Vocab
 from minigen.models import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
 from minigen.tokenizers import ByteLevelBPETokenizer, CharTokenizer
 
@@ -51,12 +50,13 @@ def entry_points(gpt, seq2seq):
         "Seq2Seq.loss": lambda ids: seq2seq.loss(seq2seq(SRC, LENGTHS, TGT), ids),
         "Seq2Seq.generate": lambda ids: seq2seq.generate(ids, max_new_tokens=2),
         "CharTokenizer.decode": lambda ids: CharTokenizer.from_text("abcdefghijk").decode(ids[0]),
-        "Vocab.decode": lambda ids: Vocab("abcd").decode(ids[0]),
+        "CharTokenizer.from_chars decode": lambda ids: CharTokenizer.from_chars("abcd").decode(ids[0]),
     }
 
 
 ENTRY_POINTS = ["Embedding", "GPT.forward", "GPT.forward targets", "GPT.generate", "Seq2Seq.forward src",
-                "Seq2Seq.forward tgt_in", "Seq2Seq.loss", "Seq2Seq.generate", "CharTokenizer.decode", "Vocab.decode"]
+                "Seq2Seq.forward tgt_in", "Seq2Seq.loss", "Seq2Seq.generate", "CharTokenizer.decode",
+                "CharTokenizer.from_chars decode"]
 
 
 # ----- token ids -----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Turning examples into padded int64 batches: pairs for Seq2Seq, a token stream for GPT."""
 import numpy as np
 
-from .tasks import Vocab
+from ..tokenizers.char import CharTokenizer
 
 # Targets padded with this value are skipped by cross-entropy, as in PyTorch.
 IGNORE_INDEX = -100
@@ -45,8 +45,8 @@ class Seq2SeqBatches:
 
     def __init__(self, pairs, src_vocab, tgt_vocab, batch_size=32, shuffle=True, seed=0,
                  bucket=False, drop_last=False):
-        if not isinstance(src_vocab, Vocab) or not isinstance(tgt_vocab, Vocab):
-            raise TypeError(f"src_vocab and tgt_vocab must be Vocab objects, got "
+        if not isinstance(src_vocab, CharTokenizer) or not isinstance(tgt_vocab, CharTokenizer):
+            raise TypeError(f"src_vocab and tgt_vocab must be CharTokenizer vocabularies, got "
                             f"{type(src_vocab).__name__} and {type(tgt_vocab).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -56,8 +56,8 @@ class Seq2SeqBatches:
         for i, pair in enumerate(pairs):
             if len(pair) != 2 or not all(isinstance(s, str) for s in pair):
                 raise TypeError(f"pairs[{i}] must be a (source, target) pair of str, got {pair!r}")
-            target = tgt_vocab.encode(pair[1])
-            self.src.append(src_vocab.encode(pair[0]))
+            target = tgt_vocab.encode(pair[1], unk="error")
+            self.src.append(src_vocab.encode(pair[0], unk="error"))
             self.tgt_in.append([tgt_vocab.bos_id] + target)
             self.tgt_out.append(target + [tgt_vocab.eos_id])
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab

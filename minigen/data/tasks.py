@@ -1,10 +1,10 @@
-"""Character vocabularies and the built-in sequence-to-sequence tasks, generated from a seed.
+"""The built-in sequence-to-sequence tasks, generated from a seed, with a character vocabulary per side.
 
 Example::
 
     data = load_task("dates", seed=0)
     source, target = data.train[0]          # e.g. ('Mar 14 1987', '1987-03-14')
-    ids = data.src_vocab.encode(source, add_eos=True)
+    ids = data.src_vocab.encode(source)     # a CharTokenizer.from_chars: <pad> <bos> <eos> <unk>, then characters
 """
 import inspect
 import string
@@ -12,116 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..tokenizers.char import CharTokenizer
 from . import dates
-
-DEFAULT_SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-
-
-class Vocab:
-    """A character vocabulary: the special tokens first, then the characters in sorted order.
-
-    ``specials`` names the padding, begin, end and unknown tokens, in that order, so their ids
-    are ``pad_id=0, bos_id=1, eos_id=2, unk_id=3``. Characters are sorted so that the ids do not
-    depend on the order they were given in; duplicates are dropped.
-    """
-
-    def __init__(self, chars, specials=DEFAULT_SPECIALS):
-        try:
-            chars = list(chars)
-        except TypeError:
-            raise TypeError(f"chars must be an iterable of characters, "
-                            f"got {type(chars).__name__}") from None
-        for c in chars:
-            if not isinstance(c, str) or len(c) != 1:
-                raise ValueError(f"chars must hold single characters, got {c!r}")
-        specials = tuple(specials)
-        if len(specials) != 4 or not all(isinstance(s, str) and s for s in specials):
-            raise ValueError(f"specials must be 4 non-empty strings (pad, bos, eos, unk), got {specials!r}")
-        if len(set(specials)) != 4:
-            raise ValueError(f"specials must be distinct, got {specials!r}")
-        clash = sorted(set(chars) & set(specials))
-        if clash:
-            raise ValueError(f"characters {clash} are also special tokens in {specials!r}")
-        self.specials = specials
-        self.chars = "".join(sorted(set(chars)))
-        self.itos = list(specials) + list(self.chars)
-        self.stoi = {token: i for i, token in enumerate(self.itos)}
-        # Text is looked up among characters only, so a special's name typed in text is not a special.
-        self._char_ids = {c: i + len(specials) for i, c in enumerate(self.chars)}
-        self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(4)
-
-    def __len__(self):
-        return len(self.itos)
-
-    def __eq__(self, other):
-        return isinstance(other, Vocab) and self.itos == other.itos
-
-    def __repr__(self):
-        return f"Vocab(size={len(self)}, chars={self.chars!r})"
-
-    def encode(self, text, add_bos=False, add_eos=False, unk="error"):
-        """Token ids of ``text`` as a list of ints.
-
-        An unknown character raises ValueError naming it and its position, or becomes ``unk_id``
-        with ``unk='replace'``.
-        """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if unk not in ("error", "replace"):
-            raise ValueError(f"unk must be 'error' or 'replace', got {unk!r}")
-        ids = [self.bos_id] if add_bos else []
-        for position, c in enumerate(text):
-            token = self._char_ids.get(c)
-            if token is None:
-                if unk == "error":
-                    raise ValueError(f"character {c!r} at position {position} of {text!r} is not in the "
-                                     f"vocabulary {self.chars!r} (pass unk='replace' to map it to "
-                                     f"{self.specials[3]!r})")
-                token = self.unk_id
-            ids.append(token)
-        if add_eos:
-            ids.append(self.eos_id)
-        return ids
-
-    def decode(self, ids, strip_special=True):
-        """Text of token ids. With strip_special, stop at the first eos and drop the other specials;
-        without, write every token, specials by their names."""
-        ids = np.asarray(ids)
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be a 1-D sequence of token ids, got shape {ids.shape}")
-        if ids.size and ids.dtype.kind not in "iu":
-            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-        pieces = []
-        for position, token in enumerate(ids.tolist()):
-            if not 0 <= token < len(self.itos):
-                raise IndexError(f"token id {token!r} at position {position} is out of range for a "
-                                 f"vocabulary of {len(self.itos)} tokens")
-            if strip_special and token < len(self.specials):
-                if token == self.eos_id:
-                    break
-                continue
-            pieces.append(self.itos[token])
-        return "".join(pieces)
-
-    def to_dict(self):
-        """A JSON-ready description: ``{"specials": [...], "chars": "..."}``."""
-        return {"specials": list(self.specials), "chars": self.chars}
-
-    @classmethod
-    def from_dict(cls, d):
-        """The vocabulary that ``to_dict`` described; ValueError when ``d`` is not such a dict."""
-        if not isinstance(d, dict) or set(d) != {"specials", "chars"}:
-            found = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"vocab dict must have exactly the keys 'chars' and 'specials', got {found}")
-        chars, specials = d["chars"], d["specials"]
-        if not isinstance(chars, str):
-            raise ValueError(f"vocab dict 'chars' must be a str, got {type(chars).__name__}")
-        if "".join(sorted(set(chars))) != chars:
-            raise ValueError(f"vocab dict 'chars' must be distinct and sorted (as to_dict writes it), "
-                             f"got {chars!r}")
-        if not isinstance(specials, (list, tuple)) or not all(isinstance(s, str) for s in specials):
-            raise ValueError(f"vocab dict 'specials' must be a list of str, got {specials!r}")
-        return cls(chars, specials)
 
 
 @dataclass
@@ -132,8 +24,8 @@ class TaskData:
     train: list
     valid: list
     test: list
-    src_vocab: Vocab
-    tgt_vocab: Vocab
+    src_vocab: CharTokenizer
+    tgt_vocab: CharTokenizer
 
 
 def _check_lengths(min_len, max_len):
@@ -254,4 +146,5 @@ def load_task(name, n_train=20000, n_valid=1000, n_test=1000, seed=0, **task_opt
     for key, size in sizes.items():
         split[key] = pairs[start:start + size]
         start += size
-    return TaskData(name, split["train"], split["valid"], split["test"], Vocab(src_chars), Vocab(tgt_chars))
+    return TaskData(name, split["train"], split["valid"], split["test"], CharTokenizer.from_chars(src_chars),
+                    CharTokenizer.from_chars(tgt_chars))

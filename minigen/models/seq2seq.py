@@ -26,13 +26,13 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Tensor, no_grad
-from ..data.tasks import Vocab
 from ..generation import check_attention_mask, generate
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import parse_json
 from ..nn import functional as F
 from ..ops import cat, stack
 from ..random import generator
+from ..tokenizers.char import CharTokenizer
 
 CELLS = {"gru": (nn.GRU, nn.GRUCell), "rnn": (nn.RNN, nn.RNNCell)}
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
@@ -324,7 +324,8 @@ class Seq2Seq(nn.Module):
             raise ValueError("this model has no target vocabulary; pass tgt_vocab= or load it with from_pretrained")
         ids, mask = self.encode_sources(texts, unk=unk)
         sequences = self.generate(ids, attention_mask=mask, max_length=max_length, **kwargs)
-        decoded = [self.tgt_vocab.decode(row[1:]) for row in sequences]
+        decoded = [self.tgt_vocab.decode(_until_eos(row[1:], self.config.eos_id), skip_special_tokens=True)
+                   for row in sequences]
         n = kwargs.get("num_return_sequences", 1)
         return decoded if n == 1 else [decoded[i:i + n] for i in range(0, len(decoded), n)]
 
@@ -336,7 +337,7 @@ class Seq2Seq(nn.Module):
         extra = {}
         for name, vocab in ((SRC_VOCAB_FILE, self.src_vocab), (TGT_VOCAB_FILE, self.tgt_vocab)):
             if vocab is not None:
-                extra[name] = json.dumps(vocab.to_dict(), ensure_ascii=False, indent=2) + "\n"
+                extra[name] = json.dumps(vocab_to_dict(vocab), ensure_ascii=False, indent=2) + "\n"
         config = {"model_type": "seq2seq", **self.config.to_dict()}
         save_checkpoint(directory, tensors=self.state_dict(), config=config,
                         manifest={"step": int(step), **(extra_manifest or {})}, extra_files=extra,
@@ -355,7 +356,7 @@ class Seq2Seq(nn.Module):
         for name in (SRC_VOCAB_FILE, TGT_VOCAB_FILE):
             raw = checkpoint.extra_files.get(name)
             try:
-                vocabs.append(None if raw is None else Vocab.from_dict(parse_json(raw)))
+                vocabs.append(None if raw is None else vocab_from_dict(parse_json(raw)))
             except ValueError as e:
                 raise ValueError(f"{os.path.join(directory, name)}: {e}") from None
         model = cls(config, *vocabs).to(dtype)
@@ -364,6 +365,34 @@ class Seq2Seq(nn.Module):
         except ValueError as e:
             raise ValueError(f"{os.path.join(directory, 'model.safetensors')}: {e}") from None
         return model
+
+
+def _until_eos(ids, eos_id):
+    """The ids before the first eos."""
+    ends = np.flatnonzero(ids == eos_id)
+    return ids[:ends[0]] if ends.size else ids
+
+
+def vocab_to_dict(vocab):
+    """The JSON form of a vocabulary in src_vocab.json and tgt_vocab.json:
+    ``{"specials": [pad, bos, eos, unk], "chars": "..."}``."""
+    return {"specials": [vocab.pad_token, vocab.bos_token, vocab.eos_token, vocab.unk_token], "chars": vocab.chars}
+
+
+def vocab_from_dict(d):
+    """The vocabulary (a CharTokenizer.from_chars) that `vocab_to_dict` described; ValueError when `d` is
+    not such a dict."""
+    if not isinstance(d, dict) or set(d) != {"specials", "chars"}:
+        found = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"vocab dict must have exactly the keys 'chars' and 'specials', got {found}")
+    chars, specials = d["chars"], d["specials"]
+    if not isinstance(chars, str):
+        raise ValueError(f"vocab dict 'chars' must be a str, got {type(chars).__name__}")
+    if "".join(sorted(set(chars))) != chars:
+        raise ValueError(f"vocab dict 'chars' must be distinct and sorted (as vocab_to_dict writes it), got {chars!r}")
+    if not isinstance(specials, (list, tuple)) or not all(isinstance(s, str) for s in specials):
+        raise ValueError(f"vocab dict 'specials' must be a list of str, got {specials!r}")
+    return CharTokenizer.from_chars(chars, specials)
 
 
 def _check_ids(name, ids, vocab_size, side):
@@ -378,8 +407,9 @@ def _check_vocabs(config, src_vocab, tgt_vocab):
     for side, vocab, size in (("src", src_vocab, config.src_vocab_size), ("tgt", tgt_vocab, config.tgt_vocab_size)):
         if vocab is None:
             continue
-        if not isinstance(vocab, Vocab):
-            raise TypeError(f"{side}_vocab must be a minigen.data.Vocab, got {type(vocab).__name__}")
+        if not isinstance(vocab, CharTokenizer) or vocab.pad_id is None:
+            raise TypeError(f"{side}_vocab must be a CharTokenizer with a pad token (CharTokenizer.from_chars), "
+                            f"got {vocab!r}")
         if len(vocab) != size:
             raise ValueError(f"{side}_vocab has {len(vocab)} tokens but config.{side}_vocab_size is {size}")
         if vocab.pad_id != config.pad_id:

@@ -91,6 +91,10 @@ def special_splitter(special_tokens):
     return re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
 
 
+# Special tokens with a role, beside unk_token: saved in tokenizer_config.json when set.
+NAMED_TOKENS = ("pad_token", "bos_token", "eos_token")
+
+
 class VocabLookup:
     """What every tokenizer answers from its `_vocab` (token -> id) and `_id_to_token` (id -> token)."""
 
@@ -122,25 +126,31 @@ class CharTokenizer(VocabLookup):
     encoding), then special tokens ids n, n+1, ... in the order given. Special tokens are matched as
     whole strings in `encode`, before characters.
 
+    `from_chars` gives the layout of a Seq2Seq vocabulary instead: padding, begin, end and unknown
+    tokens first (`pad_id`, `bos_id`, `eos_id`, `unk_id` = 0, 1, 2, 3), then the sorted characters.
+
     Unknown characters: by default `encode` raises ValueError naming the character and its position;
-    with `unk_token` set they map to it. A lone surrogate (e.g. '\\ud800') has no UTF-8 form and is never
-    in a vocabulary, so it is an unknown character like any other.
+    with `unk_token` set they map to it (unless `encode` is called with unk='error'). A lone surrogate
+    (e.g. '\\ud800') has no UTF-8 form and is never in a vocabulary, so it is an unknown character like
+    any other.
 
     Files: `vocab.json` (token -> id) and `tokenizer_config.json`
     (`{"tokenizer_class": "CharTokenizer", "special_tokens": [...], "unk_token": ...}`).
     """
 
-    def __init__(self, vocab, special_tokens=None, unk_token=None):
-        self._init(vocab, special_tokens, unk_token, "vocab")
+    def __init__(self, vocab, special_tokens=None, unk_token=None, pad_token=None, bos_token=None, eos_token=None):
+        self._init(vocab, special_tokens, unk_token, "vocab", pad_token, bos_token, eos_token)
 
-    def _init(self, vocab, special_tokens, unk_token, source):
+    def _init(self, vocab, special_tokens, unk_token, source, pad_token=None, bos_token=None, eos_token=None):
         check_vocab(vocab, source)
         self.special_tokens = check_special_tokens(special_tokens, vocab, source)
-        if unk_token is not None:
-            check_special_tokens([unk_token], vocab, source)
-            if unk_token not in self.special_tokens:
-                self.special_tokens.append(unk_token)
-        self.unk_token = unk_token
+        named = {"pad_token": pad_token, "bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token}
+        for name, token in named.items():
+            if token is not None:
+                check_special_tokens([token], vocab, f"{source} ({name})")
+                if token not in self.special_tokens:
+                    self.special_tokens.append(token)
+            setattr(self, name, token)
         for token in vocab:
             if token not in self.special_tokens:
                 if len(token) != 1:
@@ -168,26 +178,85 @@ class CharTokenizer(VocabLookup):
             raise ValueError("text: empty and no special tokens given, the vocabulary would be empty")
         return cls({t: i for i, t in enumerate(tokens)}, specials, unk_token)
 
-    def encode(self, text):
-        """Token ids of `text` (special tokens matched whole, then one id per character)."""
+    @classmethod
+    def from_chars(cls, chars, specials=("<pad>", "<bos>", "<eos>", "<unk>")):
+        """A Seq2Seq vocabulary: the four `specials` (padding, begin, end, unknown) at ids 0-3, then the
+        distinct `chars` sorted, so the ids do not depend on the order the characters came in."""
+        try:
+            chars = list(chars)
+        except TypeError:
+            raise TypeError(f"chars must be an iterable of characters, got {type(chars).__name__}") from None
+        for c in chars:
+            if not isinstance(c, str) or len(c) != 1:
+                raise ValueError(f"chars must hold single characters, got {c!r}")
+        specials = tuple(specials)
+        if len(specials) != 4 or not all(isinstance(s, str) and s for s in specials):
+            raise ValueError(f"specials must be 4 non-empty strings (pad, bos, eos, unk), got {specials!r}")
+        if len(set(specials)) != 4:
+            raise ValueError(f"specials must be distinct, got {specials!r}")
+        clash = sorted(set(chars) & set(specials))
+        if clash:
+            raise ValueError(f"characters {clash} are also special tokens in {specials!r}")
+        tokens = list(specials) + sorted(set(chars))
+        pad, bos, eos, unk = specials
+        return cls({t: i for i, t in enumerate(tokens)}, list(specials), unk_token=unk, pad_token=pad,
+                   bos_token=bos, eos_token=eos)
+
+    @property
+    def chars(self):
+        """The characters of the vocabulary (every token but the special ones), in id order, as one str."""
+        return "".join(t for t in self._id_to_token if t not in self.special_tokens)
+
+    @property
+    def pad_id(self):
+        return self._vocab.get(self.pad_token)
+
+    @property
+    def bos_id(self):
+        return self._vocab.get(self.bos_token)
+
+    @property
+    def eos_id(self):
+        return self._vocab.get(self.eos_token)
+
+    @property
+    def unk_id(self):
+        return self._vocab.get(self.unk_token)
+
+    def __eq__(self, other):
+        return (isinstance(other, CharTokenizer) and self._vocab == other._vocab
+                and self.special_tokens == other.special_tokens
+                and (self.pad_token, self.bos_token, self.eos_token, self.unk_token)
+                == (other.pad_token, other.bos_token, other.eos_token, other.unk_token))
+
+    def __repr__(self):
+        return f"CharTokenizer(vocab_size={self.vocab_size}, chars={self.chars!r})"
+
+    def encode(self, text, unk="replace"):
+        """Token ids of `text` (special tokens matched whole, then one id per character).
+
+        An unknown character becomes the unk_token with unk='replace' when there is one; otherwise, and
+        always with unk='error', it raises ValueError naming the character and its position."""
         if not isinstance(text, str):
             raise TypeError(f"text: expected str, got {type(text).__name__}")
+        if unk not in ("error", "replace"):
+            raise ValueError(f"unk must be 'error' or 'replace', got {unk!r}")
+        unk_id = self.unk_id if unk == "replace" else None
         if self._splitter is None:
-            return self._encode_chars(text, 0)
+            return self._encode_chars(text, 0, unk_id)
         ids, offset = [], 0
         for i, piece in enumerate(self._splitter.split(text)):
             # split() with one capture group alternates text, special, text, ...
-            ids.extend([self._vocab[piece]] if i % 2 else self._encode_chars(piece, offset))
+            ids.extend([self._vocab[piece]] if i % 2 else self._encode_chars(piece, offset, unk_id))
             offset += len(piece)
         return ids
 
-    def _encode_chars(self, text, offset):
+    def _encode_chars(self, text, offset, unk_id):
         vocab = self._vocab
         try:
             return [vocab[c] for c in text]
         except KeyError:
             pass
-        unk_id = vocab.get(self.unk_token)
         ids = []
         for position, c in enumerate(text, offset):
             index = vocab.get(c, unk_id)
@@ -212,6 +281,7 @@ class CharTokenizer(VocabLookup):
         vocab = dict(sorted(self._vocab.items(), key=lambda item: item[1]))
         config = {"tokenizer_class": "CharTokenizer", "special_tokens": self.special_tokens,
                   "unk_token": self.unk_token}
+        config.update({name: getattr(self, name) for name in NAMED_TOKENS if getattr(self, name) is not None})
         save_json(vocab, os.path.join(directory, "vocab.json"))
         save_json(config, os.path.join(directory, "tokenizer_config.json"))
 
@@ -223,14 +293,16 @@ class CharTokenizer(VocabLookup):
         config = read_json(config_path)
         if not isinstance(config, dict) or config.get("tokenizer_class") != "CharTokenizer":
             raise ValueError(f'{config_path}: expected an object with "tokenizer_class": "CharTokenizer"')
-        special_tokens, unk_token = config.get("special_tokens", []), config.get("unk_token")
+        special_tokens = config.get("special_tokens", [])
         if not isinstance(special_tokens, list) or not all(isinstance(t, str) for t in special_tokens):
             raise ValueError(f"{config_path}: special_tokens must be a list of strings, got {special_tokens!r}")
-        if unk_token is not None and not isinstance(unk_token, str):
-            raise ValueError(f"{config_path}: unk_token must be a string or null, got {unk_token!r}")
+        named = {name: config.get(name) for name in ("unk_token",) + NAMED_TOKENS}
+        for name, token in named.items():
+            if token is not None and not isinstance(token, str):
+                raise ValueError(f"{config_path}: {name} must be a string or null, got {token!r}")
         vocab = read_json(vocab_path)
         check_vocab(vocab, vocab_path)
-        check_special_tokens(special_tokens + [unk_token] * (unk_token is not None), vocab, config_path)
+        check_special_tokens(special_tokens + [t for t in named.values() if t is not None], vocab, config_path)
         tokenizer = cls.__new__(cls)
-        tokenizer._init(vocab, special_tokens, unk_token, vocab_path)
+        tokenizer._init(vocab, special_tokens, named.pop("unk_token"), vocab_path, **named)
         return tokenizer

@@ -8,7 +8,6 @@ Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads eithe
 save `last/` after the current step (see run.py); `metrics.json` and `loss.png` are written at the end.
 """
 import argparse
-import json
 import math
 import os
 import shlex
@@ -20,15 +19,14 @@ from .. import optim, random
 from ..data.batching import random_text_batch, split_train_val
 from ..io import gpt2
 from ..io.checkpoint import load_checkpoint, save_checkpoint
-from ..io.config import save_json
-from ..autograd import no_grad
 from .. import plots
 from ..models.gpt import GPT, GPTConfig
 from ..optim import adamw_param_groups
 from ..models.gpt_tasks import FIM_TOKENS, fim_batch, fim_sentinel_ids
-from .step import optimization_step
+from .step import evaluating, optimization_step
 from .progress import Progress
-from .run import RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, run_record
+from .run import (RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, jsonable, load_model_dir,
+                  run_record, write_metrics)
 
 
 @dataclass
@@ -121,26 +119,17 @@ def tokenizer_files(tokenizer):
         return out
 
 
-def load_model_dir(path):
-    """A model directory: `path` itself, or for a training output directory its best/ (else last/)."""
-    for name in ("best", "last"):
-        if os.path.isfile(os.path.join(path, name, "config.json")):
-            return os.path.join(path, name)
-    return path
-
-
-@no_grad()
 def estimate_loss(model, splits, cfg, step):
-    """Mean loss over `eval_iters` batches of each split; batches drawn from a seed tied to the step,
-    so that evaluation does not disturb the training RNG (and resumed runs evaluate identically)."""
-    model.eval()
+    """Mean loss over `eval_iters` batches of each split, in eval mode (the model's mode is restored);
+    batches drawn from a seed tied to the step, so that evaluation does not disturb the training RNG
+    (and resumed runs evaluate identically)."""
     out = {}
-    for name, data in splits.items():
-        rng = np.random.default_rng([cfg.seed, step, len(name)])
-        losses = [model(*random_text_batch(data, cfg.block_size, cfg.batch_size, rng))[1].item()
-                  for _ in range(cfg.eval_iters)]
-        out[name] = float(np.mean(losses))
-    model.train()
+    with evaluating(model):
+        for name, data in splits.items():
+            rng = np.random.default_rng([cfg.seed, step, len(name)])
+            losses = [model(*random_text_batch(data, cfg.block_size, cfg.batch_size, rng))[1].item()
+                      for _ in range(cfg.eval_iters)]
+            out[name] = float(np.mean(losses))
     return out
 
 
@@ -164,14 +153,8 @@ def _save(path, model, optimizer, tokenizer_blobs, cfg, step, best_val, rng, his
                 "run": run_record(cfg.seed), **history}
     save_checkpoint(path, tensors=gpt2.state_dict_to_hf(model.state_dict(), model.config.tie_word_embeddings,
                                                         model.config.bias),
-                    config=gpt2.config_to_hf(model.config.to_dict()), manifest=_jsonable(manifest),
+                    config=gpt2.config_to_hf(model.config.to_dict()), manifest=jsonable(manifest),
                     optimizer_tensors=arrays, extra_files=tokenizer_blobs)
-
-
-def _jsonable(obj):
-    # non-finite floats (an infinite best loss before the first evaluation) become null
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-                      .replace("Infinity", "null").replace("NaN", "null"))
 
 
 def _resume_checkpoint(last_dir):
@@ -306,7 +289,7 @@ def _train(cfg, run, stop, log):
                "train_loss": losses.get("train"), "val_loss": losses.get("val"), "best_val_loss": best_val,
                "parameters": model.num_parameters(), "backend": record["backend"], "run": record,
                "config": asdict(cfg), **history}
-    save_json(_jsonable(metrics), run.path("metrics.json"))
+    write_metrics(metrics, run.path("metrics.json"))
     _plot_losses(history, run.path("loss.png"))
     prompt = next((line[:20] for line in text.splitlines() if line.strip()), text[:20])
     log(f"saved {run.path('best')} (val loss {best_val:.4f}); try: minigen generate --checkpoint "

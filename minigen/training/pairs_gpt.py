@@ -10,24 +10,22 @@ the prompts batched with left padding and an attention mask.
     print(metrics["test_exact_match"])
 """
 import io
-import json
 import os
 import time
 
 import numpy as np
 
 from .. import kernels, optim, random
-from ..autograd import no_grad
 from ..data import IGNORE_INDEX, exact_match, load_task
 from ..models.gpt import GPT, GPTConfig
 from ..optim import adamw_param_groups
-from .step import optimization_step
+from ..optim.lr_scheduler import get_lr_warmup_cosine
+from .step import evaluating, optimization_step
 from ..tokenizers import CharTokenizer
 from .progress import Progress
+from .run import write_metrics
 
 SEP_TOKEN, EOS_TOKEN = "<sep>", "<eos>"
-# The learning-rate schedule runs over the budget as a fraction, in this many ticks.
-SCHEDULE_TICKS = 1000
 
 
 def pairs_tokenizer(data):
@@ -113,17 +111,14 @@ def length_bucketed_batches(lengths, batch_size, rng, pool_batches=50):
 
 
 def pairs_loss(model, examples, pad_id, batch_size=128):
-    """Mean completion loss over ``examples`` (per token, as the training loss), without gradients."""
+    """Mean completion loss over ``examples`` (per token, as the training loss), in eval mode."""
     total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with no_grad():
+    with evaluating(model):
         for start in range(0, len(examples), batch_size):
             x, y = pairs_batch(examples[start:start + batch_size], pad_id)
             n = int((y != IGNORE_INDEX).sum())
             total += model(x, y)[1].item() * n
             count += n
-    model.train(was_training)
     return total / count
 
 
@@ -151,8 +146,9 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     """Train a character GPT on a built-in task's pairs as ``source <sep> target <eos>``; returns (model, metrics).
 
     Training stops at ``max_time`` seconds or ``max_steps`` steps, whichever comes first (None: no
-    limit of that kind; one must be set). AdamW (weight decay on 2-D weights only) follows a linear
-    warm-up over the first ``warmup`` fraction of the budget, then cosine decay to ``min_lr``.
+    limit of that kind; one must be set). AdamW (weight decay on 2-D weights only) follows nanoGPT's
+    linear warm-up over the first ``warmup`` fraction of the budget's steps, then cosine decay to ``min_lr``
+    at its end (with a time budget, the steps are those projected at the pace so far).
     Batches hold pairs of similar length. Every ``eval_interval`` steps the completion loss is
     measured on up to 256 validation pairs. At the end the first ``n_eval`` test sources (all by
     default, none with 0) are decoded greedily and with beam search of ``num_beams`` beams (skipped
@@ -193,7 +189,7 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     lengths = [len(ids) for ids, _ in train]
     history, recent_losses, batches, step = [], [], [], 0
     while True:
-        fraction = max(step / max_steps if max_steps else 0.0, progress.elapsed / max_time if max_time else 0.0)
+        fraction = progress.fraction_done(step)
         if fraction >= 1.0 or step % eval_interval == 0:
             history.append({"step": step, "seconds": round(progress.elapsed, 1),
                             "train_loss": float(np.mean(recent_losses)) if recent_losses else None,
@@ -202,8 +198,9 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
             log(f"step {step}: valid loss {history[-1]['valid_loss']:.4f}")
         if fraction >= 1.0:
             break
-        lr = optim.lr_scheduler.get_lr_warmup_cosine(int(fraction * SCHEDULE_TICKS), learning_rate,
-                                                     int(warmup * SCHEDULE_TICKS), SCHEDULE_TICKS, min_lr)
+        planned = progress.planned_steps(step)
+        warmup_steps = int(warmup * planned)
+        lr = get_lr_warmup_cosine(step, learning_rate, warmup_steps, max(warmup_steps, planned), min_lr)
         if not batches:
             batches = length_bucketed_batches(lengths, batch_size, rng)
         x, y = pairs_batch([train[i] for i in batches.pop()], eos)
@@ -217,7 +214,7 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     train_seconds = progress.elapsed
     metrics = {"model": "gpt", "task": task, "parameters": model.num_parameters(), "steps": step,
                "train_seconds": round(train_seconds, 2),
-               "tokens_per_second": round(progress.tokens / train_seconds, 1),
+               "tokens_per_second": round(progress.tokens_per_second(), 1),
                "valid_loss": history[-1]["valid_loss"], "backend": kernels.get_backend(),
                "config": model.config.to_dict()}
     if n_eval != 0:
@@ -226,8 +223,7 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     if out is not None:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=1)
+        write_metrics(metrics, os.path.join(out, "metrics.json"))
     return model, metrics
 
 

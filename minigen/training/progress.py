@@ -17,15 +17,17 @@ def format_seconds(seconds):
 class Progress:
     """Prints `step 120/2000 | loss 1.9312 | lr 9.1e-04 | 15,204 tok/s | 00:42 elapsed | ETA 10:55`.
 
-    Steps are numbered from `start_step` (a resumed run goes on from where it was). The ETA comes from
-    whichever limit is nearer, `total_steps` or `max_time` seconds, at the pace measured after this
-    process's first step (which loads or compiles the kernels); before that it is not shown."""
+    Steps are numbered from `start_step` and the clock from `start_seconds` (a resumed run goes on from
+    where it was). The budget is `total_steps` and/or `max_time` seconds, whichever ends first. The ETA
+    comes from the nearer limit, at the pace measured after this process's first step (which loads or
+    compiles the kernels); before that it is not shown."""
 
-    def __init__(self, total_steps=None, max_time=None, every=1.0, stream=None, start_step=0):
+    def __init__(self, total_steps=None, max_time=None, every=1.0, stream=None, start_step=0, start_seconds=0.0):
         self.total_steps, self.max_time, self.every = total_steps, max_time, every
         self.stream = stream or sys.stdout
         self.in_place = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() - start_seconds
+        self.process_start = time.perf_counter()
         self.last_print = -math.inf
         self.tokens = 0
         self.start_step = start_step
@@ -37,7 +39,23 @@ class Progress:
         return time.perf_counter() - self.start
 
     def tokens_per_second(self):
-        return self.tokens / max(self.elapsed, 1e-9)
+        """Tokens per second of this process (the tokens of a resumed run's earlier processes are not counted)."""
+        return self.tokens / max(time.perf_counter() - self.process_start, 1e-9)
+
+    def fraction_done(self, step):
+        """The fraction of the budget used after `step` steps; 1.0 or more means the run is over."""
+        by_steps = step / self.total_steps if self.total_steps else 0.0
+        by_time = self.elapsed / self.max_time if self.max_time else 0.0
+        return max(by_steps, by_time)
+
+    def planned_steps(self, step):
+        """The number of steps the run will have taken when its budget ends: `total_steps`, or fewer when
+        `max_time`, at the pace so far, ends it first; at least `step + 1`. Schedules over a budget decay
+        over these steps."""
+        planned = self.total_steps or math.inf
+        if self.max_time and step:
+            planned = min(planned, step * self.max_time / max(self.elapsed, 1e-9))
+        return step + 1 if planned == math.inf else max(step + 1, int(planned))
 
     def eta(self, step):
         if self.first_step_done is None or step <= self.first_step_done[1]:

@@ -7,8 +7,10 @@
   current step and raises TrainingInterrupted (the command exits 130 or 143). A second signal during
   that save is noted too, so it cannot tear the checkpoint.
 - `run_record()` says what made a run (version, command line, backend, BLAS, threads, seed), for
-  metrics.json and trainer_state.json.
+  metrics.json and trainer_state.json; `write_metrics()` writes metrics.json atomically.
+- `load_model_dir()` is how every command that reads a model finds it in a run's directory.
 """
+import json
 import os
 import secrets
 import shlex
@@ -18,10 +20,32 @@ import sys
 import threading
 
 from ..io.checkpoint import STATE_NAME
-from ..io.config import fsync_dir
+from ..io.config import fsync_dir, save_json
 
 # Names whose presence marks a directory as holding a training run.
 RUN_ENTRIES = ("best", "last", "metrics.json", STATE_NAME)
+
+
+def load_model_dir(path):
+    """The model directory a command reads from `path`: for a training output directory its best/ (the
+    lowest validation loss or best validation score), else its last/ (a run stopped before its first
+    evaluation kept no best/); any other directory is taken as a model directory itself."""
+    for name in ("best", "last"):
+        if os.path.isfile(os.path.join(path, name, "config.json")):
+            return os.path.join(path, name)
+    return path
+
+
+def jsonable(obj):
+    """`obj` as plain JSON values: NumPy scalars become numbers, non-finite floats (an infinite best loss
+    before the first evaluation) become null."""
+    text = json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return json.loads(text.replace("Infinity", "null").replace("NaN", "null"))
+
+
+def write_metrics(metrics, path):
+    """Write a run's metrics.json atomically: a crash leaves the old file or the new one, never half of one."""
+    save_json(jsonable(metrics), path)
 
 
 class TrainingInterrupted(Exception):

@@ -1,8 +1,8 @@
 """Training a Seq2Seq model on a built-in task, and the `train seq2seq` / `translate` commands.
 
 The loop: length-bucketed padded batches, teacher forcing (optionally decaying: scheduled sampling),
-cross-entropy that skips padding, AdamW with warm-up then cosine decay, gradient clipping, and a budget
-of steps and/or seconds. Every `eval_interval` steps the model is validated the way it will be used:
+cross-entropy that skips padding, AdamW with nanoGPT's warm-up then cosine decay (to min_lr at the end of
+the budget), gradient clipping, and a budget of steps and/or seconds. Every `eval_interval` steps the model is validated the way it will be used:
 free-running greedy decoding, scored by exact match on the validation set. The best model so far is kept
 (`OUT/best`, an atomic checkpoint directory that `Seq2Seq.from_pretrained` and `minigen translate` load).
 At the end the best model is tested (greedy and beam search) and `OUT/metrics.json`, `OUT/loss.png` and
@@ -12,32 +12,30 @@ periodic validation included.
 
     model, metrics = train_seq2seq("dates", out="runs/dates", max_time=300)
 """
-import math
-import os
 import shlex
-import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from .. import optim, random
-from ..autograd import no_grad
+from ..optim.lr_scheduler import get_lr_warmup_cosine
 from ..data import Seq2SeqBatches, character_error_rate, exact_match, load_task, token_accuracy
 from ..io.checkpoint import load_checkpoint
-from ..io.config import save_json
 from ..models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, Seq2SeqConfig
-from .step import optimization_step
+from .step import evaluating, optimization_step
 from .. import plots
 from .progress import Progress
-from .run import RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, run_record
+from .run import (RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, load_model_dir, run_record,
+                  write_metrics)
 
 
 @dataclass
 class Seq2SeqTrainConfig:
     """Options of a training run. The defaults are the demo's model and step count on `dates` (its
     90-second runs reached 100% test exact match in about 3,400 steps). Training stops at `max_steps` or after
-    `max_time` seconds, whichever comes first (0 disables a limit; at least one must be set). Schedules
-    (learning rate, teacher forcing) run over the fraction of the budget used."""
+    `max_time` seconds, whichever comes first (0 disables a limit; at least one must be set). The learning
+    rate warms up over `warmup_steps`, then decays to `min_lr` over the steps the budget allows (with a
+    time budget, those projected at the pace so far); teacher forcing runs over the fraction of the budget used."""
     task: str = "dates"
     out: str | None = None
     max_time: float = 0.0
@@ -86,13 +84,6 @@ class Seq2SeqTrainConfig:
                              f"{self.weight_decay}, {self.grad_clip}")
 
 
-def learning_rate(step, fraction, cfg):
-    """Linear warm-up over cfg.warmup_steps, then cosine decay to cfg.min_lr as `fraction` of the budget goes 0 -> 1."""
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / (cfg.warmup_steps + 1)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0))) * (cfg.learning_rate - cfg.min_lr)
-
-
 def teacher_forcing_ratio(fraction, cfg):
     """Scheduled sampling: the ratio moves linearly from teacher_forcing to teacher_forcing_final."""
     final = cfg.teacher_forcing if cfg.teacher_forcing_final is None else cfg.teacher_forcing_final
@@ -116,19 +107,16 @@ def translate_pairs(model, pairs, num_beams=1, max_length=64, batch_size=250):
     return out
 
 
-@no_grad()
 def teacher_forced_loss(model, pairs, batch_size=250):
-    """Mean per-token cross-entropy of the targets (eos included) under teacher forcing."""
-    was_training = model.training
-    model.eval()
+    """Mean per-token cross-entropy of the targets (eos included) under teacher forcing, in eval mode."""
     total, count = 0.0, 0
     batches = Seq2SeqBatches(pairs, model.src_vocab, model.tgt_vocab, batch_size=batch_size, shuffle=False)
-    for batch in batches:
-        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
-        tokens = int((batch["tgt_out"] != -100).sum())
-        total += model.loss(logits, batch["tgt_out"]).item() * tokens
-        count += tokens
-    model.train(was_training)
+    with evaluating(model):
+        for batch in batches:
+            logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])
+            tokens = int((batch["tgt_out"] != -100).sum())
+            total += model.loss(logits, batch["tgt_out"]).item() * tokens
+            count += tokens
     return total / count
 
 
@@ -145,8 +133,8 @@ def attention_map(model, source, max_length=64, unk="error"):
     ids, mask = model.encode_sources([source], unk=unk)
     out = model.generate(ids, attention_mask=mask, max_length=max_length, output_attentions=True)
     weights = np.stack([a[0] for a in out.attentions])
-    return (weights, [model.src_vocab.itos[i] for i in ids[0]],
-            [model.tgt_vocab.itos[i] for i in out.sequences[0, 1:]])
+    return (weights, [model.src_vocab.id_to_token(i) for i in ids[0]],
+            [model.tgt_vocab.id_to_token(i) for i in out.sequences[0, 1:]])
 
 
 def save_attention_map(model, source, path, max_length=64):
@@ -209,17 +197,12 @@ def _train(cfg, run, stop, log):
         if t["best"] is not None:
             best_state = Seq2Seq.from_pretrained(run.path("best")).state_dict()
         log(f"resumed from {last.path} at step {t['step']}")
-    progress = Progress(total_steps=cfg.max_steps or None, max_time=cfg.max_time or None, start_step=t["step"])
+    progress = Progress(total_steps=cfg.max_steps or None, max_time=cfg.max_time or None, start_step=t["step"],
+                        start_seconds=t["train_seconds"])
     log = progress.wrap(log)
-    start = time.perf_counter() - t["train_seconds"]
-
-    def fraction_done():
-        by_steps = t["step"] / cfg.max_steps if cfg.max_steps else 0.0
-        by_time = (time.perf_counter() - start) / cfg.max_time if cfg.max_time else 0.0
-        return max(by_steps, by_time)
 
     def save_last():
-        t["train_seconds"] = time.perf_counter() - start
+        t["train_seconds"] = progress.elapsed
         arrays, meta = optim.optimizer_state_to_arrays(optimizer)
         manifest = {**t, "global_rng": random.get_rng_state(), "optimizer": meta, "train_config": asdict(cfg),
                     "run": run_record(cfg.seed)}
@@ -229,7 +212,7 @@ def _train(cfg, run, stop, log):
     def validate():
         nonlocal best_state
         step, best, recent = t["step"], t["best"], t["recent_losses"]
-        result = {"step": step, "seconds": round(time.perf_counter() - start, 1),
+        result = {"step": step, "seconds": round(progress.elapsed, 1),
                   "train_loss": float(np.mean(recent)) if recent else None,
                   "valid_loss": teacher_forced_loss(model, data.valid),
                   "valid_exact_match": evaluate(model, data.valid, 1, cfg.max_length)["exact_match"]}
@@ -253,11 +236,12 @@ def _train(cfg, run, stop, log):
         for position, batch in enumerate(batches, 1):
             if position <= t["batch_in_epoch"]:  # a resumed run skips what this epoch already fed
                 continue
-            fraction = fraction_done()
+            fraction = progress.fraction_done(t["step"])
             if fraction >= 1.0:
                 done = True
                 break
-            lr = learning_rate(t["step"], fraction, cfg)
+            lr = get_lr_warmup_cosine(t["step"], cfg.learning_rate, cfg.warmup_steps,
+                                      max(cfg.warmup_steps, progress.planned_steps(t["step"])), cfg.min_lr)
             ratio = teacher_forcing_ratio(fraction, cfg)
             logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], teacher_forcing_ratio=ratio)
             loss = model.loss(logits, batch["tgt_out"])
@@ -278,7 +262,7 @@ def _train(cfg, run, stop, log):
             t["batch_in_epoch"] = 0
     if not t["history"] or t["history"][-1]["step"] != t["step"]:
         validate()
-    train_seconds = time.perf_counter() - start
+    train_seconds = progress.elapsed
     model.load_state_dict(best_state)
     metrics = _test(model, data, cfg, t, train_seconds, progress.tokens_per_second())
     log(f"test exact match {100 * metrics['test_exact_match']:.2f}% greedy, "
@@ -315,7 +299,7 @@ def _test(model, data, cfg, t, train_seconds, tokens_per_second):
 
 
 def _write_reports(model, data, cfg, metrics, run, log):
-    save_json(metrics, run.path("metrics.json"))
+    write_metrics(metrics, run.path("metrics.json"))
     history = metrics["history"]
     curves = {"valid": ([h["step"] for h in history], [h["valid_loss"] for h in history])}
     trained = [h for h in history if h["train_loss"] is not None]
@@ -331,12 +315,6 @@ def _write_reports(model, data, cfg, metrics, run, log):
 
 
 # ----- command line --------------------------------------------------------------------------------
-def load_model_dir(path):
-    """A Seq2Seq checkpoint: `path` itself, or `path/best` for a training output directory."""
-    best = os.path.join(path, "best")
-    return best if os.path.isfile(os.path.join(best, "config.json")) else path
-
-
 def _add_train_args(p):
     import argparse
     from ..data import TASKS

@@ -1,6 +1,8 @@
-"""One optimisation step, shared by every training loop."""
+"""One optimisation step and the evaluation mode, shared by every training loop."""
 import math
+from contextlib import contextmanager
 
+from ..autograd import no_grad
 from ..nn.utils import clip_grad_norm_
 
 
@@ -20,3 +22,16 @@ def optimization_step(optimizer, loss, lr, params, grad_clip, step, advice):
         clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return loss_value
+
+
+@contextmanager
+def evaluating(model):
+    """Evaluation mode (no dropout) and no gradients inside the block; afterwards the model is back in
+    the mode it was in, so evaluating a model a caller keeps in eval mode does not switch it to training."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)
