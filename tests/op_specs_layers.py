@@ -177,7 +177,7 @@ def cached_attention_cases(draw):
     qkv = array(draw, (B, T, 3 * H * D))
     past = (array(draw, (B, H, P, D)), array(draw, (B, H, P, D))) if P else (None, None)
     mask = draw(hnp.arrays(np.bool_, (B, P + T))) if draw(st.booleans()) else None
-    return Case((qkv,), {"n_head": H, "past": past, "mask": mask, "scale": draw(st.none() | values(0.1, 2.0))})
+    return Case((qkv,), {"n_head": H, "past": past, "padding": mask, "scale": draw(st.none() | values(0.1, 2.0))})
 
 
 def _cached_keys_values(qkv, n_head, past):
@@ -195,21 +195,22 @@ def _cached_keys_values(qkv, n_head, past):
     return cache.update(0, k, v)
 
 
-def _cached_attention(qkv, n_head, past, mask, scale):
+def _cached_attention(qkv, n_head, past, padding, scale):
     keys, values = _cached_keys_values(qkv.data, n_head, past)
-    return Function.registry["CachedCausalSelfAttention"].apply(qkv, keys, values, n_head, mask=mask, scale=scale)
+    return Function.registry["CachedCausalSelfAttention"].apply(qkv, keys, values, n_head, padding=padding,
+                                                                scale=scale)
 
 
-def _np_cached_attention(qkv, n_head, past, mask, scale):
+def _np_cached_attention(qkv, n_head, past, padding, scale):
     q, k, v = _split_heads(qkv, n_head)
     if past[0] is not None:
         k, v = np.concatenate([past[0], k], axis=2), np.concatenate([past[1], v], axis=2)
-    out = np_attention(q, k, v, None if mask is None else ~mask[:, None, None, :], True, scale)
+    out = np_attention(q, k, v, None if padding is None else padding[:, None, None, :], True, scale)
     B, H, T, D = out.shape
     return out.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def cached_attention_composed(qkv, n_head, past, mask, scale):
+def cached_attention_composed(qkv, n_head, past, padding, scale):
     """Split the packed projection with primitive ops, append the new keys and values to the cache's, then
     the composed attention."""
     B, T, C3 = qkv.shape
@@ -217,7 +218,7 @@ def cached_attention_composed(qkv, n_head, past, mask, scale):
     k, v = heads[1], heads[2]
     if past[0] is not None:
         k, v = mg.cat([mg.tensor(past[0]), k], dim=2), mg.cat([mg.tensor(past[1]), v], dim=2)
-    out = attention_composed(heads[0], k, v, None if mask is None else ~mask[:, None, None, :], True, scale)
+    out = attention_composed(heads[0], k, v, None if padding is None else padding[:, None, None, :], True, scale)
     return out.transpose(1, 2).reshape(B, T, C3 // 3)
 
 

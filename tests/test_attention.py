@@ -192,26 +192,27 @@ def test_incremental_decoding_with_a_kv_cache_equals_full_causal_attention(first
     padding = np.zeros((2, 6), bool)
     padding[1, 0] = True  # a left-padded row
     full, _ = mha(*[mg.tensor(x)] * 3, key_padding_mask=padding, is_causal=True, need_weights=False)
-    cache, pieces = None, []
+    cache, pieces = nn.KVCache(1, 2, 2, 4, capacity=6, dtype=F64), []
     bounds = [0, first_chunk] + list(range(first_chunk + 1, 7))
     for start, stop in zip(bounds, bounds[1:]):
         step = mg.tensor(x[:, start:stop])
-        out, _, cache = mha(step, step, step, key_padding_mask=padding[:, :stop], is_causal=True,
-                            need_weights=False, past_key_value=cache, use_cache=True)
-        assert cache[0].shape == (2, 2, stop, 4)
+        out, _ = mha(step, step, step, key_padding_mask=padding[:, :stop], is_causal=True,
+                     need_weights=False, kv_cache=cache)
+        assert cache.length == stop
         pieces.append(out.data)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full.data, rtol=1e-10, atol=1e-12)
 
 
-def test_a_cache_can_be_reordered_by_indexing():
+def test_a_cache_can_be_reordered():
     rng = np.random.default_rng(7)
     mha = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
     x = rng.standard_normal((3, 4, 4))
-    _, _, cache = mha(*[mg.tensor(x[:, :3])] * 3, is_causal=True, use_cache=True)
+    cache = nn.KVCache(1, 3, 2, 2, capacity=4, dtype=F64)
+    mha(*[mg.tensor(x[:, :3])] * 3, is_causal=True, kv_cache=cache)
     order = np.array([2, 2, 0])
-    reordered = tuple(t[order] for t in cache)
+    cache.reorder(order)
     step = mg.tensor(x[order, 3:])
-    out, _, _ = mha(step, step, step, past_key_value=reordered, use_cache=True, is_causal=True)
+    out, _ = mha(step, step, step, kv_cache=cache, is_causal=True)
     full, _ = mha(*[mg.tensor(x[order])] * 3, is_causal=True)
     np.testing.assert_allclose(out.data, full.data[:, 3:], rtol=1e-10, atol=1e-12)
 
@@ -233,13 +234,13 @@ def test_cached_attention_op_checks_its_shapes_against_a_kv_cache():
     cache.advance(1)
     assert keys.shape == (2, 2, 4, 4) and np.shares_memory(values, cache.values) and cache.length == 4
     np.testing.assert_array_equal(keys[:, :, :3], packed_heads(first.data, 3, 2)[1])
-    assert Op.apply(second, keys, values, 2, mask=np.ones((2, 4), bool)).shape == (2, 1, 8)
+    assert Op.apply(second, keys, values, 2, padding=np.zeros((2, 4), bool)).shape == (2, 1, 8)
     with pytest.raises(ValueError, match="cached attention: expected qkv"):
         Op.apply(second, keys[:, :1], values[:, :1], 2)
     with pytest.raises(ValueError, match="cached attention: expected qkv"):
         Op.apply(second, keys, values, 3)
-    with pytest.raises(ValueError, match=r"cached attention: mask must have shape \(2, 4\), got \(2, 3\)"):
-        Op.apply(second, keys, values, 2, mask=np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match=r"cached attention: padding must have shape \(2, 4\), got \(2, 3\)"):
+        Op.apply(second, keys, values, 2, padding=np.zeros((2, 3), bool))
 
 
 def test_sdpa_masks_follow_pytorchs_conventions():
@@ -358,8 +359,10 @@ def test_bad_input_raises_errors_naming_the_argument():
         mha(x, x, x, attn_mask=np.zeros((2, 3), bool))
     with pytest.raises(TypeError, match="attn_mask must be boolean or floating"):
         mha(x, x, x, attn_mask=np.zeros((3, 3), int))
-    with pytest.raises(ValueError, match=r"cached key has shape \(2, 2, 5\)"):
-        mha(x, x, x, past_key_value=(np.zeros((2, 2, 5)), np.zeros((2, 2, 5))), use_cache=True)
+    with pytest.raises(ValueError, match=r"kv_cache holds \(batch, heads, head_dim\) \(2, 2, 5\)"):
+        mha(x, x, x, kv_cache=nn.KVCache(1, 2, 2, 5, capacity=4))
+    with pytest.raises(TypeError, match="kv_cache must be an nn.KVCache"):
+        mha(x, x, x, kv_cache=(np.zeros((2, 2, 5)), np.zeros((2, 2, 5))))
     with pytest.raises(ValueError, match="same batch size"):
         mha(x, mg.zeros(1, 3, 4), mg.zeros(1, 3, 4))
     q = mg.zeros(2, 3, 4)

@@ -86,16 +86,16 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x, cache=None, attention_mask=None):
+    def forward(self, x, cache=None, padding=None):
         """x (B, T, C). `cache` (a KVCache) holds the keys and values of earlier positions and takes this layer's
-        new ones; `attention_mask` (B, S) is True at the key positions that may be attended (S counts the
-        cached positions too)."""
+        new ones; `padding` (B, S) is True at the key positions that must not be attended (S counts the
+        cached positions too), the ops' convention."""
         qkv = self.c_attn(x)
         if self.training and self.dropout > 0:
             if cache is not None:
                 raise ValueError("CausalSelfAttention: a KV cache is for inference; call model.eval() first")
-            y = self._dropout_attention(qkv, attention_mask)
-        elif attention_mask is None and (cache is None or cache.length == 0):
+            y = self._dropout_attention(qkv, padding)
+        elif padding is None and (cache is None or cache.length == 0):
             # training, scoring and a prompt's first pass: one fused op reads q, k, v where they lie in qkv
             if cache is not None:
                 cache.update(self.layer_index, *kernels.packed_heads(qkv.data, 3, self.n_head)[1:])
@@ -105,17 +105,17 @@ class CausalSelfAttention(nn.Module):
             _, k, v = kernels.packed_heads(qkv.data, 3, self.n_head)
             keys, values = (np.ascontiguousarray(k), np.ascontiguousarray(v)) if cache is None else \
                 cache.update(self.layer_index, k, v)
-            y = CachedCausalSelfAttention.apply(qkv, keys, values, self.n_head, mask=attention_mask)
+            y = CachedCausalSelfAttention.apply(qkv, keys, values, self.n_head, padding=padding)
         return F.dropout(self.c_proj(y), self.dropout, self.training)
 
-    def _dropout_attention(self, qkv, attention_mask):
+    def _dropout_attention(self, qkv, padding):
         """Attention with dropout on its weights, through the general op (the fused ones have no dropout)."""
         B, T, C3 = qkv.shape
         H = self.n_head
         qkv = qkv.reshape(B, T, 3, H, C3 // (3 * H)).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        mask = None if attention_mask is None else attention_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True, dropout_p=self.dropout)
+        allowed = None if padding is None else ~padding[:, None, None, :]  # the public op's convention: True attends
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=True, dropout_p=self.dropout)
         return y.transpose(1, 2).reshape(B, T, C3 // 3)
 
 
@@ -146,8 +146,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=eps, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, attention_mask=None):
-        x = x + self.attn(self.ln_1(x), cache, attention_mask)
+    def forward(self, x, cache=None, padding=None):
+        x = x + self.attn(self.ln_1(x), cache, padding)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -209,16 +209,16 @@ class Transformer(nn.Module):
             position_ids = np.arange(past, past + T)[None, :]
         else:
             position_ids = self._check_position_ids(position_ids, B, T)
-        mask = None
+        padding = None
         if attention_mask is not None:
-            mask = np.asarray(attention_mask).astype(bool)
-            if mask.shape != (B, past + T):
+            padding = ~np.asarray(attention_mask).astype(bool)  # Hugging Face's 1 = attend, to the ops' True = skip
+            if padding.shape != (B, past + T):
                 raise ValueError(f"attention_mask must have shape {(B, past + T)} (batch, past + new tokens), "
-                                 f"got {mask.shape}")
+                                 f"got {padding.shape}")
         x = self.wte(ids) + self.wpe(position_ids)
         x = F.dropout(x, self.config.dropout, self.training)
         for block in self.h:
-            x = block(x, cache, mask)
+            x = block(x, cache, padding)
         if cache is not None:
             cache.advance(T)
         return self.ln_f(x)

@@ -1,10 +1,11 @@
 """Multi-head attention with PyTorch's names, layouts and mask conventions, plus a KV cache for decoding."""
 import numpy as np
 
-from ..autograd import Tensor, as_tensor
+from ..autograd import Tensor
 from ..ops import cat
 from . import functional as F
 from . import init
+from .kv_cache import KVCache
 from .layers import Linear, check_features, empty_parameter
 from .module import Module
 
@@ -27,11 +28,12 @@ class MultiheadAttention(Module):
     Inputs are (L, B, E) (or (B, L, E) with batch_first, or unbatched (L, E)). Boolean masks are True where
     a query may NOT attend (PyTorch's convention for this module); float masks are added to the scores.
 
-    KV cache: `forward(..., past_key_value=(k, v), use_cache=True)` attends over the cached keys and values
-    followed by those of the new tokens and returns `(output, weights, (k, v))`, the new cache. The cache
-    holds projected keys and values per head, (B, num_heads, S, head_dim), so reordering it for beam
-    search is `k[index]`. For incremental self-attention pass the new tokens as query, key and value, with
-    is_causal=True: causal alignment is to the end, so each new query sees the whole cache."""
+    KV cache: `forward(..., kv_cache=cache)` with an `nn.KVCache(1, B, num_heads, head_dim, capacity)` (the
+    one GPT decoding uses) attends over the cached keys and values followed by those of the new tokens, and
+    stores the new ones in the cache in place. It holds projected keys and values per head, so reordering it
+    for beam search is `cache.reorder(index)`. For incremental self-attention pass the new tokens as query, key
+    and value, with is_causal=True: causal alignment is to the end, so each new query sees the whole cache.
+    Gradients reach the new tokens' keys and values; the cached ones are constants."""
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, *, kdim=None, vdim=None, batch_first=False,
                  dtype=None):
@@ -84,19 +86,19 @@ class MultiheadAttention(Module):
                      for x, w, bias, n in zip((query, key, value), weights, biases, (L, S, S)))
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False, past_key_value=None, use_cache=False):
-        """Returns (attn_output, attn_weights) — plus the new (k, v) cache when use_cache=True.
+                average_attn_weights=True, is_causal=False, kv_cache=None):
+        """Returns (attn_output, attn_weights).
 
         key_padding_mask (B, S): True (or -inf) at keys to ignore. attn_mask (L, S) or (B * num_heads, L, S).
         is_causal applies the causal mask itself (query i attends keys j <= i + S - L); attn_mask may be
-        given too. With past_key_value, S counts the cached keys as well. attn_weights are averaged over
+        given too. With kv_cache, S counts the cached keys as well. attn_weights are averaged over
         heads (B, L, S), per head (B, num_heads, L, S) with average_attn_weights=False, or None when
         need_weights=False (which lets the fused attention op run). A query with no key left outputs 0."""
         q_in, k_in, v_in, batched = self._batch_first(query, key, value)
         B, L = q_in.shape[0], q_in.shape[1]
         q, k, v = self._project(q_in, k_in, v_in)
-        if past_key_value is not None:
-            k, v = self._extend_cache(past_key_value, k, v)
+        if kv_cache is not None:
+            k, v = self._extend_cache(kv_cache, k, v)
         S = k.shape[2]
         blocked, additive = self._masks(key_padding_mask, attn_mask, B, L, S, batched)
         dropout_p = self.dropout if self.training else 0.0
@@ -109,7 +111,7 @@ class MultiheadAttention(Module):
         if weights is not None:
             weights = weights.mean(dim=1) if average_attn_weights else weights
             weights = weights if batched else weights.squeeze(0)
-        return (out, weights, (k, v)) if use_cache else (out, weights)
+        return out, weights
 
     def _batch_first(self, query, key, value):
         """Inputs as (B, length, features), checked, and whether they were batched."""
@@ -134,16 +136,19 @@ class MultiheadAttention(Module):
                              "need the same batch size, and key and value the same length")
         return q, k, v, batched
 
-    def _extend_cache(self, past_key_value, k, v):
-        if not (isinstance(past_key_value, (tuple, list)) and len(past_key_value) == 2):
-            raise ValueError("MultiheadAttention: past_key_value must be a pair (k, v) as returned with use_cache=True")
-        past_k, past_v = (as_tensor(t, like=k) for t in past_key_value)
-        B, H, _, D = k.shape
-        for name, t in (("key", past_k), ("value", past_v)):
-            if t.ndim != 4 or t.shape[:2] != (B, H) or t.shape[3] != D or t.shape[2] != past_k.shape[2]:
-                raise ValueError(f"MultiheadAttention: cached {name} has shape {t.shape}, expected "
-                                 f"({B}, {H}, S_past, {D}) (batch, num_heads, cached length, head_dim)")
-        return cat([past_k, k], dim=2), cat([past_v, v], dim=2)
+    def _extend_cache(self, kv_cache, k, v):
+        """The cached keys and values followed by the new ones k, v (B, H, T, D), which are stored in the cache."""
+        if not isinstance(kv_cache, KVCache):
+            raise TypeError(f"MultiheadAttention: kv_cache must be an nn.KVCache, got {type(kv_cache).__name__}")
+        past = kv_cache.length
+        if kv_cache.keys.shape[1:3] != k.shape[:2] or kv_cache.keys.shape[4] != k.shape[3]:
+            raise ValueError(f"MultiheadAttention: kv_cache holds (batch, heads, head_dim) "
+                             f"{kv_cache.keys.shape[1:3] + kv_cache.keys.shape[4:]}, expected {k.shape[:2] + k.shape[3:]}")
+        keys, values = kv_cache.update(0, k.data, v.data)
+        kv_cache.advance(k.shape[2])
+        if past == 0:
+            return k, v
+        return cat([Tensor._wrap(keys[:, :, :past]), k], dim=2), cat([Tensor._wrap(values[:, :, :past]), v], dim=2)
 
     def _masks(self, key_padding_mask, attn_mask, B, L, S, batched):
         """Both masks as (blocked bool array or None, additive float array or None), broadcastable to (B, H, L, S)."""
