@@ -292,6 +292,7 @@ def main(argv=None):
         parser.error(f"--text: no file at {args.text!r}")
     framework, import_seconds = timed_import(args.side)
     if args.side != "torch":
+        framework.tune_process()  # a training process of its own, as under the `minigen` command
         framework.set_backend(args.side.split("-")[1])
     case = {"seq2seq": seq2seq_case, "generate": generate_case}.get(args.case, gpt_case)
     result = case(args, framework)

@@ -9,6 +9,9 @@ its heap back to the kernel) by default, so each step touches new pages: about 1
 the medium GPT, where PyTorch took 3,800. With blocks up to 32 MB served from the heap, and up to 256 MB of
 freed heap kept, the pages are reused (about 300 faults a step). Either setting alone did not help (the heap
 trimming alone made the medium GPT 20% slower). Measured gain: see `tune_process`.
+
+Not here: holding BLAS at one thread for the whole process. minigen holds it only during each product it splits
+across its own threads, which costs a few microseconds a product (see `kernels/numba/blas.py`).
 """
 import ctypes
 import os
@@ -38,7 +41,8 @@ def tune_process():
     """Tune this whole process for minigen, for good; returns what was set, as a dict.
 
     - glibc's allocator keeps the memory minigen frees (`keep_freed_memory`, up to 256 MB kept in the process):
-      MEASURED_GAIN;
+      a medium-GPT training step (6 layers, width 384, block 256, batch 8) took 240-270 page faults instead of
+      8,900-9,200 (two runs each), and trained 4% faster on a quiet machine (the small GPT within noise);
     - with MINIGEN_NUM_THREADS=N, NumPy's own BLAS (OpenBLAS) runs on N threads too, so that the products minigen
       leaves to NumPy (the NumPy backend, a product too small to split) stay within the cap.
 
