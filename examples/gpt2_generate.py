@@ -12,6 +12,7 @@ The directory holds config.json, model.safetensors, vocab.json and merges.txt. T
     print(tokenizer.decode(out[0].tolist()))
 """
 import argparse
+import io
 import os
 import sys
 import tempfile
@@ -21,9 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import minigen  # noqa: E402
+from minigen.data import random_text_batch  # noqa: E402
 from minigen.models.gpt import GPT, GPTConfig  # noqa: E402
 from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import ByteLevelBPETokenizer, load_tokenizer  # noqa: E402
+from minigen.training.loop import fit  # noqa: E402
+from minigen.training.progress import Progress  # noqa: E402
 
 STORY = ("Once upon a time there was a little fox who lived in the woods. Every morning the fox ran to the river. "
          "One day the fox met a bear at the river, and the bear said hello. The fox and the bear became friends. ")
@@ -39,17 +43,16 @@ def make_tiny_gpt2(directory):
     ids = np.array(tokenizer.encode(STORY * 3))
     optimizer = AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
-    for _ in range(100):
-        starts = rng.integers(0, len(ids) - 65, 8)
-        x = np.stack([ids[s:s + 64] for s in starts])
-        y = np.stack([ids[s + 1:s + 65] for s in starts])
-        _, loss = model(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+
+    def batch_loss(step):
+        x, y = random_text_batch(ids, 64, 8, rng)
+        return model(x, y)[1], x.size, {}
+    losses = []
+    fit(optimizer, list(model.parameters()), Progress(total_steps=100, stream=io.StringIO()), batch_loss,
+        schedule=lambda step: 3e-3, grad_clip=0, on_step=lambda step, loss: losses.append(loss))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    print(f"(made a tiny GPT-2 in {directory}: {model.num_parameters():,} parameters, final loss {loss.item():.3f})")
+    print(f"(made a tiny GPT-2 in {directory}: {model.num_parameters():,} parameters, final loss {losses[-1]:.3f})")
 
 
 def main():

@@ -33,6 +33,8 @@ from minigen.models.gpt_tasks import GPTForSequenceClassification  # noqa: E402
 from minigen.optim import AdamW  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
 from minigen.training.gpt import GPTTrainConfig, train_gpt  # noqa: E402
+from minigen.training.loop import fit  # noqa: E402
+from minigen.training.progress import Progress  # noqa: E402
 from minigen.training.run import load_model_dir  # noqa: E402
 
 HALF = 31  # tokens kept around the boundary: the end of A and the start of B (plus the separator)
@@ -104,14 +106,15 @@ def main():
     model = GPTForSequenceClassification.from_pretrained(pretrained, num_labels=2).train()
     print(f"test accuracy before fine-tuning: {accuracy(model, *test):.3f}")
     optimizer = AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
-    for step in range(1, args.finetune_steps + 1):
+
+    def batch_loss(step):
         batch = rng.integers(0, len(train[0]), args.batch_size)
         _, loss = model(train[0][batch], attention_mask=train[1][batch], labels=train[2][batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 250 == 0:
-            print(f"step {step}: loss {loss.item():.4f}")
+        return loss, int(train[1][batch].sum()), {}
+
+    # the loop `minigen train` runs, at a constant learning rate and without gradient clipping
+    fit(optimizer, list(model.parameters()), Progress(total_steps=args.finetune_steps), batch_loss,
+        schedule=lambda step: args.learning_rate, grad_clip=0)
     print(f"test accuracy after fine-tuning: {accuracy(model, *test):.3f}")
 
 

@@ -9,13 +9,13 @@ Each step below is what `minigen train seq2seq` does in full (minigen/training/s
 out so it can be read top to bottom.
 """
 import argparse
-import time
 
 import minigen as mg
 from minigen.data import Seq2SeqBatches, exact_match, load_task
 from minigen.models import Seq2Seq, Seq2SeqConfig
-from minigen.nn.utils import clip_grad_norm_
 from minigen.plots import attention_table
+from minigen.training.loop import fit
+from minigen.training.progress import Progress
 
 
 def main():
@@ -43,20 +43,19 @@ def main():
     optimizer = mg.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
 
     # 4. Training with teacher forcing: at each step the decoder is fed the true previous character.
-    start, step = time.perf_counter(), 0
-    while time.perf_counter() - start < args.seconds:
-        for batch in batches:
-            logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])   # (B, T, V)
-            loss = model.loss(logits, batch["tgt_out"])                            # cross-entropy
-            optimizer.zero_grad()
-            loss.backward()
-            clip_grad_norm_(model.parameters(), 1.0)   # guards against the occasional huge gradient
-            optimizer.step()
-            step += 1
-            if step % 50 == 0:
-                print(f"step {step}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f}s")
-            if time.perf_counter() - start >= args.seconds:
-                break
+    #    fit() is the loop every `minigen train` command runs: for each step it asks for the learning
+    #    rate and the loss of the next batch, then runs backward, clips the gradient norm to 1 (it
+    #    guards against the occasional huge gradient) and updates, until the time budget is used.
+    stream = batches.forever()   # epoch after epoch, each reshuffled
+
+    def batch_loss(step):
+        batch = next(stream)
+        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])   # (B, T, V)
+        loss = model.loss(logits, batch["tgt_out"])                            # cross-entropy
+        return loss, int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum()), {}
+
+    fit(optimizer, list(model.parameters()), Progress(max_time=args.seconds), batch_loss,
+        schedule=lambda step: 3e-3, grad_clip=1.0)
 
     # 5. Decoding runs free: the model is fed its own predictions. Greedy takes the best character
     #    each step; beam search keeps the 4 best partial outputs.

@@ -292,6 +292,12 @@ def test_drop_last():
     assert len(Seq2SeqBatches(pairs, Vocab("a"), Vocab("x"), batch_size=4)) == 3
 
 
+def test_forever_runs_epoch_after_epoch():
+    batches = Seq2SeqBatches([("a", "x")] * 5, Vocab("a"), Vocab("x"), batch_size=2)
+    stream = batches.forever()
+    assert [len(next(stream)["src"]) for _ in range(7)] == [2, 2, 1, 2, 2, 1, 2]
+
+
 def test_random_text_batch_and_split():
     data = np.arange(100, dtype=np.uint16)
     rng = np.random.default_rng(0)

@@ -250,7 +250,7 @@ def test_train_and_translate_commands(tmp_path):
                 "parameters"):
         assert key in metrics, key
     assert metrics["steps"] == 12 and metrics["attention"] == "luong-dot"
-    assert [h["step"] for h in metrics["history"]] == [6, 12]
+    assert [h["step"] for h in metrics["history"]] == [0, 6, 12]
     assert any(name.startswith("attention.") for name in os.listdir(out_dir))
 
     code, printed, _ = run_cli("translate", "--checkpoint", out_dir, "abc", "zyx", "--num-beams", "3",

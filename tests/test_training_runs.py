@@ -148,7 +148,7 @@ def test_seq2seq_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path, c
     resumed, metrics = train_seq2seq("reverse", out=out, max_steps=12, eval_interval=4, resume=True, **SEQ2SEQ)
     printed = capsys.readouterr().out
     assert "resumed from" in printed and re.search(r"^step 5/12 ", printed, re.M)
-    assert metrics["steps"] == 12 and [h["step"] for h in metrics["history"]] == [4, 8, 12]
+    assert metrics["steps"] == 12 and [h["step"] for h in metrics["history"]] == [0, 4, 8, 12]
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=name)
 

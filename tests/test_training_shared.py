@@ -1,5 +1,6 @@
-"""What the training loops share: one learning-rate schedule, evaluation that restores the model's mode,
-metrics.json written atomically, and one way to find the model in a run's directory."""
+"""What the training loops share: one loop (fit), one learning-rate schedule, evaluation that restores the
+model's mode, metrics.json written atomically, and one way to find the model in a run's directory."""
+import io
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import pytest
 import minigen as mg
 from minigen.models import GPT, GPTConfig
 from minigen.optim.lr_scheduler import get_lr_warmup_cosine
-from minigen.training import pairs_gpt, seq2seq
+from minigen.training import loop, pairs_gpt, seq2seq
 from minigen.training.gpt import GPTTrainConfig, estimate_loss
 from minigen.training.progress import Progress
 from minigen.training.run import load_model_dir, write_metrics
@@ -34,27 +35,27 @@ def test_schedule_at_warm_up_decay_and_end_points_equals_the_formula(step):
     assert get_lr_warmup_cosine(step, 1e-3, 10, 110, 1e-4) == pytest.approx(nanogpt_lr(step, 1e-3, 10, 110, 1e-4))
 
 
-def recorded_lrs(monkeypatch, module):
-    """The learning rate of every step a training function of `module` takes."""
+def recorded_lrs(monkeypatch):
+    """The learning rate of every step the training loop takes."""
     lrs = []
-    step = module.optimization_step
+    step = loop.optimization_step
 
     def recording(optimizer, loss, lr, *args):
         lrs.append(lr)
         return step(optimizer, loss, lr, *args)
-    monkeypatch.setattr(module, "optimization_step", recording)
+    monkeypatch.setattr(loop, "optimization_step", recording)
     return lrs
 
 
 def test_seq2seq_training_follows_the_schedule_over_its_steps(monkeypatch):
-    lrs = recorded_lrs(monkeypatch, seq2seq)
+    lrs = recorded_lrs(monkeypatch)
     seq2seq.train_seq2seq(max_steps=12, warmup_steps=3, learning_rate=1e-2, min_lr=1e-3, eval_interval=12,
                           **SEQ2SEQ)
     assert lrs == pytest.approx([nanogpt_lr(s, 1e-2, 3, 12, 1e-3) for s in range(12)])
 
 
 def test_pairs_gpt_training_warms_up_over_its_fraction_of_the_steps(monkeypatch):
-    lrs = recorded_lrs(monkeypatch, pairs_gpt)
+    lrs = recorded_lrs(monkeypatch)
     pairs_gpt.train_pairs_gpt("reverse", max_time=None, max_steps=10, warmup=0.2, learning_rate=1e-2, min_lr=1e-3,
                               n_layer=1, n_head=1, n_embd=8, batch_size=4, n_train=20, n_valid=4, n_test=4, n_eval=0,
                               eval_interval=10, task_options=dict(min_len=1, max_len=3), log=None)
@@ -109,3 +110,17 @@ def test_load_model_dir_prefers_best_then_last_then_the_directory_itself(tmp_pat
         assert load_model_dir(str(tmp_path)) == os.path.join(str(tmp_path), name)
     os.makedirs(tmp_path / "empty" / "best")  # a best/ without a config.json is no model
     assert load_model_dir(str(tmp_path / "empty")) == str(tmp_path / "empty")
+
+
+def test_fit_evaluates_at_step_0_every_interval_and_at_the_end(tiny_gpt):
+    optimizer = mg.optim.AdamW(tiny_gpt.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+
+    def batch_loss(step):
+        x = rng.integers(0, 8, (2, 4))
+        return tiny_gpt(x, np.roll(x, -1, axis=1))[1], x.size, {}
+    evaluated, updates = [], []
+    steps = loop.fit(optimizer, list(tiny_gpt.parameters()), Progress(total_steps=7, stream=io.StringIO()),
+                     batch_loss, schedule=lambda step: 1e-3, evaluate=evaluated.append, eval_interval=3,
+                     on_step=lambda step, loss: updates.append(step))
+    assert steps == 7 and evaluated == [0, 3, 6, 7] and updates == list(range(1, 8))

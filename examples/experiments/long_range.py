@@ -14,7 +14,6 @@ bucket, as a markdown table and a plot.
 """
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -24,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from minigen import optim, plots, random  # noqa: E402
 from minigen.data import Seq2SeqBatches, exact_match, load_task  # noqa: E402
 from minigen.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
-from minigen.nn.utils import clip_grad_norm_  # noqa: E402
+from minigen.optim.lr_scheduler import get_lr_warmup_cosine  # noqa: E402
 from minigen.training.pairs_gpt import complete, pairs_tokenizer, train_pairs_gpt  # noqa: E402
+from minigen.training.loop import fit  # noqa: E402
 from minigen.training.progress import Progress  # noqa: E402
 from minigen.training.seq2seq import translate_pairs  # noqa: E402
 
@@ -55,23 +55,20 @@ def train_seq2seq_model(data, attention, sizes, max_time, max_steps, seed, batch
     print(f"Seq2Seq (attention={attention}) with {model.num_parameters():,} parameters")
     optimizer = optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     batches = Seq2SeqBatches(data.train, data.src_vocab, tgt, batch_size=batch_size, seed=seed, bucket=True)
+    stream = batches.forever()
     progress = Progress(total_steps=max_steps, max_time=max_time)
-    step = 0
-    while True:
-        for batch in batches:
-            fraction = max(progress.elapsed / max_time, step / max_steps if max_steps else 0.0)
-            if fraction >= 1.0:
-                return model, {"steps": step, "train_seconds": round(progress.elapsed, 1)}
-            lr = min_lr + 0.5 * (1.0 + math.cos(math.pi * fraction)) * (learning_rate - min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = model.loss(model(batch["src"], batch["src_lengths"], batch["tgt_in"]), batch["tgt_out"])
-            optimizer.zero_grad()
-            loss.backward()
-            clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            progress.update(step, loss.item(), int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum()), lr=lr)
+
+    def batch_loss(step):
+        batch = next(stream)
+        loss = model.loss(model(batch["src"], batch["src_lengths"], batch["tgt_in"]), batch["tgt_out"])
+        return loss, int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum()), {}
+
+    def schedule(step):
+        return get_lr_warmup_cosine(step, learning_rate, 0, progress.planned_steps(step), min_lr)
+
+    # test exact match by length is what this experiment measures: no evaluation during training
+    steps = fit(optimizer, list(model.parameters()), progress, batch_loss, schedule)
+    return model, {"steps": steps, "train_seconds": round(progress.elapsed, 1)}
 
 
 def bucket_exact_match(predictions, pairs):

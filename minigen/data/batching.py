@@ -87,6 +87,11 @@ class Seq2SeqBatches:
         for index in batches:
             yield self.collate(index)
 
+    def forever(self):
+        """Batches epoch after epoch (each one reshuffled), for a training loop that its budget stops."""
+        while True:
+            yield from self
+
     def collate(self, index):
         """The batch dict of the examples at positions ``index``."""
         src, src_lengths = pad_batch([self.src[i] for i in index], self.src_vocab.pad_id)

@@ -1,7 +1,7 @@
 """Training a GPT on a text file, nanoGPT style, and the `train gpt` / `generate` commands.
 
-The loop: sample random blocks from the first 90% of the tokens, AdamW with warm-up + cosine decay,
-gradient clipping, evaluation every `eval_interval` steps on both splits. Two checkpoints are kept in
+The loop (loop.fit): sample random blocks from the first 90% of the tokens, AdamW with warm-up + cosine
+decay, gradient clipping, evaluation every `eval_interval` steps on both splits. Two checkpoints are kept in
 the output directory, each written atomically: `last/` (everything needed to resume bit-identically:
 weights, optimizer moments, step, RNG states) and `best/` (the lowest validation loss so far). Both are
 Hugging Face GPT-2 directories, so `GPT.from_pretrained(out/'best')` loads either. SIGINT and SIGTERM
@@ -23,10 +23,11 @@ from .. import plots
 from ..models.gpt import GPT, GPTConfig
 from ..optim import adamw_param_groups
 from ..models.gpt_tasks import FIM_TOKENS, fim_batch, fim_sentinel_ids
-from .step import evaluating, optimization_step
+from ..optim.lr_scheduler import get_lr_warmup_cosine
+from .loop import fit
 from .progress import Progress
-from .run import (RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, jsonable, load_model_dir,
-                  run_record, write_metrics)
+from .step import evaluating
+from .run import RunDirectory, StopSignals, add_run_arguments, jsonable, load_model_dir, run_record, write_metrics
 
 
 @dataclass
@@ -247,42 +248,41 @@ def _train(cfg, run, stop, log):
     splits = {"train": train_ids, "val": val_ids}
     losses = {}
     params = [p for p in model.parameters() if p.requires_grad]
+    advice = f"the last good checkpoint in {last_dir} is intact (lower --learning-rate?)"
 
-    def save(name):
+    def save(name, step):
         _save(run.path(name), model, optimizer, blobs, cfg, step, best_val, rng, history)
+        return run.path(name)
 
-    while True:
-        final = step >= cfg.max_iters or (cfg.max_time and progress.elapsed > cfg.max_time)
-        if step % cfg.eval_interval == 0 or final:
-            losses = estimate_loss(model, splits, cfg, step)
-            history["val_history"].append([step, losses["train"], losses["val"]])
-            log(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if not math.isfinite(losses["val"]):
-                raise FloatingPointError(f"validation loss became {losses['val']} at step {step}; the last good "
-                                         f"checkpoint in {last_dir} is intact (lower --learning-rate?)")
-            if losses["val"] < best_val:
-                best_val = losses["val"]
-                save("best")
-            save("last")
-            run.committed()
-        if final:
-            break
-        lr = optim.lr_scheduler.get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters,
-                                                     cfg.lr_decay_iters, cfg.min_lr)
+    def evaluate(step):
+        nonlocal best_val, losses
+        losses = estimate_loss(model, splits, cfg, step)
+        history["val_history"].append([step, losses["train"], losses["val"]])
+        log(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if not math.isfinite(losses["val"]):
+            raise FloatingPointError(f"validation loss became {losses['val']} at step {step}; {advice}")
+        if losses["val"] < best_val:
+            best_val = losses["val"]
+            save("best", step)
+        save_last(step)
+
+    def save_last(step):
+        path = save("last", step)
+        run.committed()
+        return path
+
+    def batch_loss(step):
         x, y = random_text_batch(train_ids, cfg.block_size, cfg.batch_size, rng)
         if fim_ids is not None:
             x, y = fim_batch(x, y, fim_ids, rng, cfg.fim_rate)
-        _, loss = model(x, y)
-        loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, step,
-                                       f"the last good checkpoint in {last_dir} is intact (lower --learning-rate?)")
-        history["loss_history"].append(loss_value)
-        step += 1
-        progress.update(step, loss_value, x.size, lr=lr)
-        if stop.signum:
-            progress.end_line()
-            save("last")
-            run.committed()
-            raise TrainingInterrupted(stop.signum, step, run.path("last"))
+        return model(x, y)[1], x.size, {}
+
+    def schedule(step):
+        return get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
+
+    step = fit(optimizer, params, progress, batch_loss, schedule, evaluate, cfg.eval_interval, step=step,
+               grad_clip=cfg.grad_clip, advice=advice, on_step=lambda step, loss: history["loss_history"].append(loss),
+               stop=stop, save_last=save_last)
     record = run_record(cfg.seed)
     metrics = {"iters": step, "train_seconds": round(progress.elapsed, 2),
                "tokens_per_second": round(progress.tokens_per_second(), 1),

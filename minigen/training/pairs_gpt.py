@@ -20,7 +20,8 @@ from ..data import IGNORE_INDEX, exact_match, load_task
 from ..models.gpt import GPT, GPTConfig
 from ..optim import adamw_param_groups
 from ..optim.lr_scheduler import get_lr_warmup_cosine
-from .step import evaluating, optimization_step
+from .loop import fit
+from .step import evaluating
 from ..tokenizers import CharTokenizer
 from .progress import Progress
 from .run import write_metrics
@@ -187,30 +188,30 @@ def train_pairs_gpt(task="dates", out=None, max_time=90.0, max_steps=None, seed=
     progress = Progress(total_steps=max_steps, max_time=max_time, stream=io.StringIO() if quiet else None)
     params = list(model.parameters())
     lengths = [len(ids) for ids, _ in train]
-    history, recent_losses, batches, step = [], [], [], 0
-    while True:
-        fraction = progress.fraction_done(step)
-        if fraction >= 1.0 or step % eval_interval == 0:
-            history.append({"step": step, "seconds": round(progress.elapsed, 1),
-                            "train_loss": float(np.mean(recent_losses)) if recent_losses else None,
-                            "valid_loss": pairs_loss(model, valid, eos)})
-            recent_losses = []
-            log(f"step {step}: valid loss {history[-1]['valid_loss']:.4f}")
-        if fraction >= 1.0:
-            break
+    history, recent_losses, batches = [], [], []
+
+    def evaluate(step):
+        history.append({"step": step, "seconds": round(progress.elapsed, 1),
+                        "train_loss": float(np.mean(recent_losses)) if recent_losses else None,
+                        "valid_loss": pairs_loss(model, valid, eos)})
+        recent_losses.clear()
+        log(f"step {step}: valid loss {history[-1]['valid_loss']:.4f}")
+
+    def schedule(step):
         planned = progress.planned_steps(step)
         warmup_steps = int(warmup * planned)
-        lr = get_lr_warmup_cosine(step, learning_rate, warmup_steps, max(warmup_steps, planned), min_lr)
+        return get_lr_warmup_cosine(step, learning_rate, warmup_steps, max(warmup_steps, planned), min_lr)
+
+    def batch_loss(step):
         if not batches:
-            batches = length_bucketed_batches(lengths, batch_size, rng)
+            batches.extend(length_bucketed_batches(lengths, batch_size, rng))
         x, y = pairs_batch([train[i] for i in batches.pop()], eos)
-        _, loss = model(x, y)
-        loss_value = optimization_step(optimizer, loss, lr, params, grad_clip, step,
-                                       f"lower learning_rate (now {learning_rate})")
-        step += 1
-        recent_losses.append(loss_value)
-        # Tokens fed: the real input positions (eos only ever pads an input).
-        progress.update(step, loss_value, int((x != eos).sum()), lr=lr)
+        # tokens fed: the real input positions (eos only ever pads an input)
+        return model(x, y)[1], int((x != eos).sum()), {}
+
+    step = fit(optimizer, params, progress, batch_loss, schedule, evaluate, eval_interval, grad_clip=grad_clip,
+               advice=f"lower learning_rate (now {learning_rate})",
+               on_step=lambda step, loss_value: recent_losses.append(loss_value))
     train_seconds = progress.elapsed
     metrics = {"model": "gpt", "task": task, "parameters": model.num_parameters(), "steps": step,
                "train_seconds": round(train_seconds, 2),

@@ -44,7 +44,9 @@ class Progress:
 
     def fraction_done(self, step):
         """The fraction of the budget used after `step` steps; 1.0 or more means the run is over."""
-        by_steps = step / self.total_steps if self.total_steps else 0.0
+        by_steps = 0.0
+        if self.total_steps is not None:  # a budget of 0 steps is used up before the first
+            by_steps = step / self.total_steps if self.total_steps else 1.0
         by_time = self.elapsed / self.max_time if self.max_time else 0.0
         return max(by_steps, by_time)
 

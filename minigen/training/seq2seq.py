@@ -1,9 +1,10 @@
 """Training a Seq2Seq model on a built-in task, and the `train seq2seq` / `translate` commands.
 
-The loop: length-bucketed padded batches, teacher forcing (optionally decaying: scheduled sampling),
-cross-entropy that skips padding, AdamW with nanoGPT's warm-up then cosine decay (to min_lr at the end of
-the budget), gradient clipping, and a budget of steps and/or seconds. Every `eval_interval` steps the model is validated the way it will be used:
-free-running greedy decoding, scored by exact match on the validation set. The best model so far is kept
+The loop (loop.fit): length-bucketed padded batches, teacher forcing (optionally decaying: scheduled
+sampling), cross-entropy that skips padding, AdamW with nanoGPT's warm-up then cosine decay (to min_lr at
+the end of the budget), gradient clipping, and a budget of steps and/or seconds. At step 0 and every
+`eval_interval` steps the model is validated the way it will be used: free-running greedy decoding, scored
+by exact match on the validation set. The best model so far is kept
 (`OUT/best`, an atomic checkpoint directory that `Seq2Seq.from_pretrained` and `minigen translate` load).
 At the end the best model is tested (greedy and beam search) and `OUT/metrics.json`, `OUT/loss.png` and
 `OUT/attention.png` (an attention map of one test example; text files without matplotlib) are written.
@@ -22,11 +23,11 @@ from ..optim.lr_scheduler import get_lr_warmup_cosine
 from ..data import Seq2SeqBatches, character_error_rate, exact_match, load_task, token_accuracy
 from ..io.checkpoint import load_checkpoint
 from ..models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, Seq2SeqConfig
-from .step import evaluating, optimization_step
+from .loop import fit
+from .step import evaluating
 from .. import plots
 from .progress import Progress
-from .run import (RunDirectory, StopSignals, TrainingInterrupted, add_run_arguments, load_model_dir, run_record,
-                  write_metrics)
+from .run import RunDirectory, StopSignals, add_run_arguments, load_model_dir, run_record, write_metrics
 
 
 @dataclass
@@ -192,7 +193,6 @@ def _train(cfg, run, stop, log):
         optim.optimizer_state_from_arrays(optimizer, last.optimizer_tensors, last.manifest["optimizer"])
         random.set_rng_state(last.manifest["global_rng"])
         t.update({key: last.manifest[key] for key in t})
-        t["epoch"] -= 1  # the loop counts the unfinished epoch again as it re-enters it
         batches.rng.bit_generator.state = t["epoch_rng"]
         if t["best"] is not None:
             best_state = Seq2Seq.from_pretrained(run.path("best")).state_dict()
@@ -201,17 +201,20 @@ def _train(cfg, run, stop, log):
                         start_seconds=t["train_seconds"])
     log = progress.wrap(log)
 
-    def save_last():
+    def save_last(step):
         t["train_seconds"] = progress.elapsed
         arrays, meta = optim.optimizer_state_to_arrays(optimizer)
         manifest = {**t, "global_rng": random.get_rng_state(), "optimizer": meta, "train_config": asdict(cfg),
                     "run": run_record(cfg.seed)}
-        model.save_pretrained(run.path("last"), step=t["step"], extra_manifest=manifest, optimizer_tensors=arrays)
+        model.save_pretrained(run.path("last"), step=step, extra_manifest=manifest, optimizer_tensors=arrays)
         run.committed()
+        return run.path("last")
 
-    def validate():
+    def validate(step):
         nonlocal best_state
-        step, best, recent = t["step"], t["best"], t["recent_losses"]
+        best, recent = t["best"], t["recent_losses"]
+        if t["history"] and t["history"][-1]["step"] == step:  # a resumed run evaluated this step before
+            return
         result = {"step": step, "seconds": round(progress.elapsed, 1),
                   "train_loss": float(np.mean(recent)) if recent else None,
                   "valid_loss": teacher_forced_loss(model, data.valid),
@@ -227,41 +230,39 @@ def _train(cfg, run, stop, log):
             if run is not None:
                 model.save_pretrained(run.path("best"), step=step, extra_manifest={"valid": result})
         if run is not None:
-            save_last()
+            save_last(step)
 
-    done = False
-    while not done:
-        t["epoch"] += 1
-        t["epoch_rng"] = batches.rng.bit_generator.state
-        for position, batch in enumerate(batches, 1):
-            if position <= t["batch_in_epoch"]:  # a resumed run skips what this epoch already fed
-                continue
-            fraction = progress.fraction_done(t["step"])
-            if fraction >= 1.0:
-                done = True
-                break
-            lr = get_lr_warmup_cosine(t["step"], cfg.learning_rate, cfg.warmup_steps,
-                                      max(cfg.warmup_steps, progress.planned_steps(t["step"])), cfg.min_lr)
-            ratio = teacher_forcing_ratio(fraction, cfg)
-            logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], teacher_forcing_ratio=ratio)
-            loss = model.loss(logits, batch["tgt_out"])
-            loss_value = optimization_step(optimizer, loss, lr, params, cfg.grad_clip, t["step"],
-                                           "lower --learning-rate")
-            t["step"] += 1
-            t["batch_in_epoch"] = position
-            t["recent_losses"].append(loss_value)
-            tokens = int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum())
-            progress.update(t["step"], loss_value, tokens, lr=lr, **({"tf": ratio} if ratio < 1.0 else {}))
-            if t["step"] % cfg.eval_interval == 0:
-                validate()
-            if stop.signum and run is not None:
-                progress.end_line()
-                save_last()
-                raise TrainingInterrupted(stop.signum, t["step"], run.path("last"))
-        else:
+    def epochs():
+        """Batches, epoch after epoch; a resumed run re-enters its unfinished epoch and skips what it fed."""
+        while True:
+            if t["batch_in_epoch"] == 0:
+                t["epoch"] += 1
+                t["epoch_rng"] = batches.rng.bit_generator.state
+            for position, batch in enumerate(batches, 1):
+                if position > t["batch_in_epoch"]:
+                    t["batch_in_epoch"] = position
+                    yield batch
             t["batch_in_epoch"] = 0
-    if not t["history"] or t["history"][-1]["step"] != t["step"]:
-        validate()
+
+    stream = epochs()
+
+    def batch_loss(step):
+        batch = next(stream)
+        ratio = teacher_forcing_ratio(progress.fraction_done(step), cfg)
+        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], teacher_forcing_ratio=ratio)
+        tokens = int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum())
+        return model.loss(logits, batch["tgt_out"]), tokens, ({"tf": ratio} if ratio < 1.0 else {})
+
+    def schedule(step):
+        decay_steps = max(cfg.warmup_steps, progress.planned_steps(step))
+        return get_lr_warmup_cosine(step, cfg.learning_rate, cfg.warmup_steps, decay_steps, cfg.min_lr)
+
+    def on_step(step, loss_value):
+        t["step"] = step
+        t["recent_losses"].append(loss_value)
+
+    fit(optimizer, params, progress, batch_loss, schedule, validate, cfg.eval_interval, step=t["step"],
+        grad_clip=cfg.grad_clip, advice="lower --learning-rate", on_step=on_step, stop=stop, save_last=save_last)
     train_seconds = progress.elapsed
     model.load_state_dict(best_state)
     metrics = _test(model, data, cfg, t, train_seconds, progress.tokens_per_second())
