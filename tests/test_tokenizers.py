@@ -409,3 +409,11 @@ def test_bad_file_messages(tmp_path):
         (tmp_path / "vocab.json").write_text(json.dumps(bad), encoding="utf-8")
         with pytest.raises(ValueError, match=f"vocab.json.*{problem}"):
             ByteLevelBPETokenizer.from_pretrained(tmp_path)
+
+
+def test_char_tokenizer_keeps_its_named_special_tokens_through_save_and_load(tmp_path):
+    tokenizer = CharTokenizer.from_chars("ba")
+    tokenizer.save_pretrained(tmp_path)
+    loaded = CharTokenizer.from_pretrained(tmp_path)
+    assert loaded == tokenizer and (loaded.pad_id, loaded.bos_id, loaded.eos_id, loaded.unk_id) == (0, 1, 2, 3)
+    assert CharTokenizer.from_text("ab").pad_id is None and CharTokenizer.from_text("ab") != tokenizer

@@ -207,21 +207,11 @@ class CharTokenizer(VocabLookup):
         """The characters of the vocabulary (every token but the special ones), in id order, as one str."""
         return "".join(t for t in self._id_to_token if t not in self.special_tokens)
 
-    @property
-    def pad_id(self):
-        return self._vocab.get(self.pad_token)
-
-    @property
-    def bos_id(self):
-        return self._vocab.get(self.bos_token)
-
-    @property
-    def eos_id(self):
-        return self._vocab.get(self.eos_token)
-
-    @property
-    def unk_id(self):
-        return self._vocab.get(self.unk_token)
+    # The ids of the named special tokens; None for a role the tokenizer has no token for.
+    pad_id = property(lambda self: self._vocab.get(self.pad_token))
+    bos_id = property(lambda self: self._vocab.get(self.bos_token))
+    eos_id = property(lambda self: self._vocab.get(self.eos_token))
+    unk_id = property(lambda self: self._vocab.get(self.unk_token))
 
     def __eq__(self, other):
         return (isinstance(other, CharTokenizer) and self._vocab == other._vocab
