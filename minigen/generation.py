@@ -403,8 +403,10 @@ def _greedy_or_sample(model, state, logits, prefix, s, rng, ignore_lengths):
     all_scores, all_attentions = [], []
     while True:
         scores = _process(logits, sequences[:, :length], s, ignore_lengths, 1)
-        all_scores.append(scores)
-        all_attentions.append(attention)
+        if s.output_scores:  # kept only when asked for: a (rows, vocab) float64 array a step adds up
+            all_scores.append(scores)
+        if s.output_attentions:
+            all_attentions.append(attention)
         tokens = _sample(scores, rng, unfinished) if s.do_sample else np.argmax(scores, axis=1)
         if s.eos.size:
             tokens = np.where(unfinished, tokens, s.pad)
@@ -475,8 +477,10 @@ def _beam_search(model, state, logits, prefix, s, rng, ignore_lengths):
         log_probs = _log_softmax(logits)
         log_probs = _process(log_probs, running[:, :, :cur].reshape(batch * beams, cur), s,
                              ignore_lengths, min_tokens_to_keep)
-        all_scores.append(log_probs)
-        all_attentions.append(attention)
+        if s.output_scores:
+            all_scores.append(log_probs)
+        if s.output_attentions:
+            all_attentions.append(attention)
         totals = (log_probs.reshape(batch, beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
 
         if s.do_sample:   # K draws without replacement from softmax(totals): Gumbel top-k (-log Exp(1) is Gumbel)
