@@ -288,3 +288,17 @@ def test_manifest_is_plain_json(tmp_path):
     save_checkpoint(tmp_path / "ckpt", **make(step=5))
     state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
     assert state["format_version"] == 1 and state["step"] == 5 and state["rng"]["pos"] == 2
+
+
+def test_tidy_checkpoint_restores_an_orphan_and_removes_half_written_copies(tmp_path):
+    from minigen.io.checkpoint import tidy_checkpoint
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best.tmp-0123456789abcdef").mkdir()  # a save killed while writing
+    tidy_checkpoint(tmp_path / "best")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    (tmp_path / "last.old-0123456789abcdef").mkdir()  # a save killed between its two renames
+    (tmp_path / "last.old-0123456789abcdef" / "config.json").write_text("{}")
+    (tmp_path / "last.tmp-fedcba9876543210").mkdir()
+    tidy_checkpoint(tmp_path / "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last"]
+    assert (tmp_path / "last" / "config.json").read_text() == "{}"

@@ -188,6 +188,17 @@ def _swap_in(new, path):
     fsync_dir(os.path.dirname(path))
 
 
+def tidy_checkpoint(path):
+    """Finish what a save killed midway left beside the checkpoint `path`: when `path` is missing, its old copy
+    (the orphan of a save that died between its two renames) is put back; the other .tmp/.old entries go."""
+    orphan = _orphan(path)
+    if orphan is not None and not os.path.exists(path):
+        os.rename(orphan, path)
+        fsync_dir(os.path.dirname(path))
+    for _, litter in _litter(path):
+        shutil.rmtree(litter, ignore_errors=True)
+
+
 def _litter(path):
     """``(kind, path)`` for the ``path.tmp-*`` / ``path.old-*`` entries a save left beside ``path``."""
     parent, name = os.path.split(path)

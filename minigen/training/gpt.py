@@ -27,7 +27,7 @@ from ..optim.lr_scheduler import get_lr_warmup_cosine
 from .loop import fit
 from .progress import Progress
 from .step import evaluating
-from .run import RunDirectory, StopSignals, add_run_arguments, jsonable, load_model_dir, run_record, write_metrics
+from .run import add_run_arguments, train_in_run_directory, jsonable, load_model_dir, run_record, write_metrics
 
 
 @dataclass
@@ -192,12 +192,7 @@ def train_gpt(cfg, log=print):
         raise FileNotFoundError(f"--init-from: no such directory {cfg.init_from!r} (expected a model directory "
                                 f"or a training output directory)")
     # before the (possibly slow) model build, not at the first checkpoint save
-    run = RunDirectory(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
-    try:
-        with StopSignals() as stop:
-            return _train(cfg, run, stop, log)
-    finally:
-        run.discard()
+    return train_in_run_directory(cfg.out, cfg.resume, cfg.overwrite, lambda run, stop: _train(cfg, run, stop, log))
 
 
 def _train(cfg, run, stop, log):

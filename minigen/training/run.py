@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from ..io.checkpoint import STATE_NAME
+from ..io.checkpoint import STATE_NAME, tidy_checkpoint
 from ..io.config import fsync_dir, save_json
 
 # Names whose presence marks a directory as holding a training run.
@@ -79,6 +79,9 @@ class RunDirectory:
         elif holds_run and not resume:
             raise FileExistsError(f"--out {out!r} already holds a training run; continue it with --resume, or "
                                   f"replace it with --overwrite")
+        elif holds_run:  # resuming: a run killed while saving may have left a half-written copy beside one
+            for name in ("last", "best"):
+                tidy_checkpoint(os.path.join(self.out, name))
         self.directory = self.staging or self.out
 
     def path(self, *names):
@@ -99,6 +102,17 @@ class RunDirectory:
         """Remove a replacement that never reached its first checkpoint; the old run is untouched."""
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def train_in_run_directory(out, resume, overwrite, train):
+    """train(run, stop) with `out` as a RunDirectory and SIGINT/SIGTERM caught as StopSignals; a new run's
+    directory that never got its first checkpoint is discarded, whatever happens."""
+    run = RunDirectory(out, resume=resume, overwrite=overwrite)
+    try:
+        with StopSignals() as stop:
+            return train(run, stop)
+    finally:
+        run.discard()
 
 
 def add_run_arguments(parser):

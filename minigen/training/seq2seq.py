@@ -27,7 +27,7 @@ from .loop import fit
 from .step import evaluating
 from .. import plots
 from .progress import Progress
-from .run import RunDirectory, StopSignals, add_run_arguments, load_model_dir, run_record, write_metrics
+from .run import StopSignals, add_run_arguments, train_in_run_directory, load_model_dir, run_record, write_metrics
 
 
 @dataclass
@@ -161,12 +161,7 @@ def train_seq2seq(task="dates", out=None, max_time=0.0, seed=0, log=print, **opt
     log = log or (lambda *args: None)
     if cfg.out is None:  # nothing to save: a signal stops the process as usual
         return _train(cfg, None, StopSignals(), log)
-    run = RunDirectory(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
-    try:
-        with StopSignals() as stop:
-            return _train(cfg, run, stop, log)
-    finally:
-        run.discard()
+    return train_in_run_directory(cfg.out, cfg.resume, cfg.overwrite, lambda run, stop: _train(cfg, run, stop, log))
 
 
 def _train(cfg, run, stop, log):
