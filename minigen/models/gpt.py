@@ -282,8 +282,7 @@ class GPT(nn.Module):
     @property
     def quantized(self):
         """Whether the weights are int8 (`quantize`)."""
-        return self.transformer.h[0].attn.c_attn.weight.dtype == np.int8 if len(self.transformer.h) else \
-            self.transformer.wte.weight.dtype == np.int8
+        return self.transformer.wte.weight.dtype == np.int8
 
     def num_parameters(self, exclude_embeddings=False):
         """Number of parameters (tied weights counted once); optionally without the position embeddings."""
