@@ -1,6 +1,5 @@
 """Inference at scale: memory-mapped checkpoints, the preallocated KV cache, few-row and int8 Linear kernels."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -266,3 +265,24 @@ def test_damaged_quantized_checkpoints_are_refused(checkpoint, tmp_path):
         GPT.from_pretrained(directory, quantize="int4")
     with pytest.raises(ValueError, match="method must be 'int8'"):
         GPT(GPTConfig(**CONFIG)).quantize("fp8")
+
+
+@pytest.mark.parametrize("rows", [2, 64, 300])
+def test_linear_kernels_read_a_transposed_weight_in_place(rows):
+    """Products large enough to split across threads take a Conv1D weight's transposed view as it lies (gemm's
+    flag flipped), forward and backward, with and without GELU."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 96)).astype(np.float32)
+    weight = rng.standard_normal((128, 96)).astype(np.float32)
+    conv1d = np.ascontiguousarray(weight.T).T
+    bias, grad = rng.standard_normal(128).astype(np.float32), rng.standard_normal((rows, 128)).astype(np.float32)
+    np.testing.assert_allclose(kernels.linear_forward(x, conv1d, bias), numpy_kernels.linear_forward(x, weight, bias),
+                               rtol=1e-4, atol=1e-4)
+    for got, want in zip(kernels.linear_backward(grad, x, conv1d, True),
+                         numpy_kernels.linear_backward(grad, x, weight, True)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    h, y = kernels.linear_gelu_forward(x, conv1d, bias, "tanh")
+    np.testing.assert_allclose(y, numpy_kernels.linear_gelu_forward(x, weight, bias, "tanh")[1], rtol=1e-4, atol=1e-4)
+    for got, want in zip(kernels.linear_gelu_backward(grad, x, conv1d, h, "tanh", True),
+                         numpy_kernels.linear_gelu_backward(grad, x, weight, h, "tanh", True)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)

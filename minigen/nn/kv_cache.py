@@ -54,20 +54,23 @@ class KVCache:
         """Row i becomes row index[i] (beam search follows its beams; repeated rows for several return
         sequences). Only the filled positions move; a same-sized reorder works in place."""
         index = np.asarray(index)
-        filled = slice(0, self.length)
-        if len(index) == self.batch_size:
-            self.keys[:, :, :, filled] = self.keys[:, index, :, filled]
-            self.values[:, :, :, filled] = self.values[:, index, :, filled]
+        if len(index) != self.batch_size:
+            self._reallocate(index, self.capacity)
             return
-        shape = self.keys.shape[:1] + (len(index),) + self.keys.shape[2:]
-        keys, values = np.empty(shape, self.keys.dtype), np.empty(shape, self.values.dtype)
-        keys[:, :, :, filled], values[:, :, :, filled] = self.keys[:, index, :, filled], self.values[:, index, :, filled]
-        self.keys, self.values = keys, values
+        filled = slice(0, self.length)
+        self.keys[:, :, :, filled] = self.keys[:, index, :, filled]
+        self.values[:, :, :, filled] = self.values[:, index, :, filled]
 
     def _grow(self, needed):
-        shape = list(self.keys.shape)
-        shape[3] = max(needed, 2 * shape[3])
-        keys, values = np.empty(shape, self.keys.dtype), np.empty(shape, self.values.dtype)
-        keys[:, :, :, :self.length], values[:, :, :, :self.length] = self.keys[:, :, :, :self.length], \
-            self.values[:, :, :, :self.length]
-        self.keys, self.values = keys, values
+        self._reallocate(np.arange(self.batch_size), max(needed, 2 * self.capacity))
+
+    def _reallocate(self, rows, capacity):
+        """New arrays of `capacity` positions holding the filled positions of the given batch rows."""
+        n_layer, _, n_head, _, head_dim = self.keys.shape
+        shape = (n_layer, len(rows), n_head, capacity, head_dim)
+        filled = slice(0, self.length)
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = np.empty(shape, old.dtype)
+            new[:, :, :, filled] = old[:, rows, :, filled]
+            setattr(self, name, new)

@@ -283,9 +283,18 @@ def gemm(a, b, transpose_a, transpose_b):
     if chunks == 0 or b.shape[1 if transpose_b else 0] != k:
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)
     out = np.empty((m, n), a.dtype)
-    _on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, np.ascontiguousarray(a),
-                        transpose_a, np.ascontiguousarray(b), transpose_b, out, chunks, by_rows)
+    (a, transpose_a), (b, transpose_b) = _as_stored(a, transpose_a), _as_stored(b, transpose_b)
+    _on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, a, transpose_a, b, transpose_b, out,
+                        chunks, by_rows)
     return out
+
+
+def _as_stored(x, transpose):
+    """(x as BLAS reads it, its flag): a transposed view of a contiguous array (a GPT-2 checkpoint's Conv1D weight
+    used in place) is passed as that array with the flag flipped, not copied; other layouts are copied."""
+    if not x.flags.c_contiguous and x.T.flags.c_contiguous:
+        return x.T, not transpose
+    return np.ascontiguousarray(x), transpose
 
 
 def _pieces(work, most):
@@ -335,25 +344,21 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     return gx, gw, (gb if has_bias else None)
 
 
-def _transposed(weight):
-    """Whether weight (N, K) is the transposed view of a contiguous (K, N) array (a GPT-2 checkpoint's Conv1D
-    weight used in place): the products then read weight.T as it lies, through gemm, instead of copying it."""
-    return not weight.flags.c_contiguous and weight.ndim == 2 and weight.T.flags.c_contiguous
+def _through_gemm(x, weight):
+    """Whether a Linear's products go through `gemm` instead of the row-block kernels: a layer with fewer rows than
+    outputs (see `_few_rows`), or a weight that is the transposed view of a contiguous array (a GPT-2 checkpoint's
+    Conv1D weight used in place), which gemm reads as it lies and the row-block kernels would copy at every call."""
+    return _few_rows(x, weight) or not weight.flags.c_contiguous
 
 
 def linear_forward(x, weight, bias):
     """x @ weight.T + bias for 2-D x, bias may be None (see `numpy_kernels.linear_forward`)."""
     if matvec.applies(x, weight):
         return matvec.few_rows_linear(x, weight, bias)
-    if _transposed(weight):
-        h = gemm(x, weight.T, False, False)
-        if bias is not None:
-            h += bias
-        return h
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
     if chunks == 0:
         return numpy_kernels.linear_forward(x, weight, bias)
-    if _few_rows(x, weight):
+    if _through_gemm(x, weight):
         h = gemm(x, weight, False, True)
         if bias is not None:
             h += bias
@@ -374,12 +379,10 @@ def int8_linear_forward(x, q, scale, bias):
 
 def linear_backward(grad, x, weight, has_bias):
     """(gx, gweight, gbias) of linear_forward (see `numpy_kernels.linear_backward`)."""
-    if _transposed(weight):
-        return gemm(grad, weight.T, False, True), gemm(grad, x, True, False), grad.sum(axis=0) if has_bias else None
     chunks = _linear_chunks(x, weight, grad)
     if chunks == 0 or grad.shape != (x.shape[0], weight.shape[0]):
         return numpy_kernels.linear_backward(grad, x, weight, has_bias)
-    if _few_rows(x, weight):
+    if _through_gemm(x, weight):
         return gemm(grad, weight, False, False), gemm(grad, x, True, False), grad.sum(axis=0) if has_bias else None
     return _linear_backward(grad, x, weight, None, has_bias, False, False, chunks)
 
@@ -388,7 +391,7 @@ def linear_gelu_forward(x, weight, bias, approximate):
     """(h, y): h = x @ weight.T + bias (bias may be None), y = gelu(h) (see `numpy_kernels.linear_gelu_forward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, *(() if bias is None else (bias,)))
-    if chunks == 0 or _few_rows(x, weight) or _transposed(weight):
+    if chunks == 0 or _through_gemm(x, weight):
         h = linear_forward(x, weight, bias)
         return h, gelu_forward(h, approximate)
     return _linear(x, weight, bias, True, tanh_form, chunks)
@@ -398,6 +401,6 @@ def linear_gelu_backward(grad, x, weight, h, approximate, has_bias):
     """(gx, gweight, gbias) of linear_gelu_forward (see `numpy_kernels.linear_gelu_backward`)."""
     tanh_form = check_approximate(approximate)
     chunks = _linear_chunks(x, weight, grad, h)
-    if chunks == 0 or grad.shape != h.shape or _few_rows(x, weight) or _transposed(weight):
+    if chunks == 0 or grad.shape != h.shape or _through_gemm(x, weight):
         return linear_backward(gelu_backward(grad, h, approximate), x, weight, has_bias)
     return _linear_backward(grad, x, weight, h, has_bias, True, tanh_form, chunks)

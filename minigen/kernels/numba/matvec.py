@@ -16,7 +16,6 @@ row: shorter streams, slower).
 import numpy as np
 from numba import njit, prange
 
-from .. import numpy_kernels
 from . import FLOAT_DTYPES, pieces
 from .scalar import FASTMATH
 
@@ -110,8 +109,9 @@ def few_rows_linear(x, weight, bias, scale=None):
     has_bias, has_scale = bias is not None, scale is not None
     bias = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else out[0, :0]
     scale = scale if has_scale else out[0, :0]
-    chunks = pieces(weight.size * x.shape[0], PARALLEL_MIN_WORK, weight.shape[0] // 16)
-    if weight.flags.c_contiguous:
+    by_rows = weight.flags.c_contiguous  # else cut by inputs: the rows of weight.T
+    chunks = pieces(weight.size * x.shape[0], PARALLEL_MIN_WORK, weight.shape[0 if by_rows else 1])
+    if by_rows:
         if chunks > 1:
             _dot_rows_parallel(x, weight, scale, has_scale, bias, has_bias, out, chunks)
         else:
