@@ -131,7 +131,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         c_fc = self.c_fc  # c_fc, then GELU, as one op
-        x = F.linear_gelu(x, c_fc.weight, c_fc.bias, self.approximate, c_fc._buffers.get("weight_scale"))
+        x = F.linear_gelu(x, c_fc.weight, c_fc.bias, self.approximate, c_fc.weight_scale)
         return F.dropout(self.c_proj(x), self.dropout, self.training)
 
 
@@ -269,7 +269,7 @@ class GPT(nn.Module):
     def head(self, h):
         """Logits from final hidden states h (..., n_embd): the output projection (tied to wte by default)."""
         layer = self.transformer.wte if self.config.tie_word_embeddings else self.lm_head
-        return F.linear(h, layer.weight, weight_scale=layer._buffers.get("weight_scale"))
+        return F.linear(h, layer.weight, weight_scale=layer.weight_scale)
 
     def quantize(self, method="int8"):
         """Weight-only int8 for inference, in place: every Linear and the token embedding (so the tied head

@@ -54,6 +54,7 @@ class Linear(Module):
         self.in_features = check_size("Linear", "in_features", in_features)
         self.out_features = check_size("Linear", "out_features", out_features)
         self.weight = empty_parameter(out_features, in_features, dtype=dtype)
+        self.register_buffer("weight_scale", None)  # an int8 weight's scales once quantized (see nn.quantize)
         self.register_parameter("bias", empty_parameter(out_features, dtype=dtype) if bias else None)
         self.reset_parameters()
 
@@ -65,8 +66,7 @@ class Linear(Module):
 
     def forward(self, input):
         check_features(input, self.in_features, "Linear")
-        # an int8 weight comes with the buffer weight_scale (see nn.quantize)
-        return F.linear(input, self.weight, self.bias, weight_scale=self._buffers.get("weight_scale"))
+        return F.linear(input, self.weight, self.bias, weight_scale=self.weight_scale)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -90,6 +90,7 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % num_embeddings
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.weight = empty_parameter(num_embeddings, embedding_dim, dtype=dtype)
+        self.register_buffer("weight_scale", None)  # an int8 weight's scales once quantized (see nn.quantize)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -109,8 +110,7 @@ class Embedding(Module):
         return layer
 
     def forward(self, input):
-        # an int8 weight comes with the buffer weight_scale (see nn.quantize)
-        return F.embedding(input, self.weight, self.padding_idx, weight_scale=self._buffers.get("weight_scale"))
+        return F.embedding(input, self.weight, self.padding_idx, weight_scale=self.weight_scale)
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
