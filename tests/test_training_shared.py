@@ -124,3 +124,23 @@ def test_fit_evaluates_at_step_0_every_interval_and_at_the_end(tiny_gpt):
                      batch_loss, schedule=lambda step: 1e-3, evaluate=evaluated.append, eval_interval=3,
                      on_step=lambda step, loss: updates.append(step))
     assert steps == 7 and evaluated == [0, 3, 6, 7] and updates == list(range(1, 8))
+
+
+def test_patience_ends_fit_after_evaluations_without_improvement(tiny_gpt):
+    optimizer = mg.optim.AdamW(tiny_gpt.parameters(), lr=1e-3)
+    x = np.zeros((1, 4), dtype=np.int64)
+    metric = iter([3.0, 2.0, 2.5, 2.0, 2.1, 1.0])  # best 2.0 at step 2, then three evaluations no better
+    patience, evaluated = loop.Patience(3), []
+
+    def evaluate(step):
+        evaluated.append(step)
+        return patience.update(step, next(metric))
+    steps = loop.fit(optimizer, list(tiny_gpt.parameters()), Progress(total_steps=100, stream=io.StringIO()),
+                     lambda step: (tiny_gpt(x, x)[1], x.size, {}), schedule=lambda step: 1e-3, evaluate=evaluate,
+                     eval_interval=2)
+    assert steps == 8 and evaluated == [0, 2, 4, 6, 8]
+    assert (patience.best, patience.best_step) == (2.0, 2)
+    higher = loop.Patience(1, higher_is_better=True)
+    assert [higher.update(s, v) for s, v in enumerate([0.5, 0.6, 0.6])] == [False, False, True]
+    with pytest.raises(ValueError, match="patience"):
+        loop.Patience(0)
