@@ -1,131 +1,162 @@
-"""Does a fixed-size context vector forget? Exact match against source length on the reverse task.
+"""Long range: does a fixed-size context vector forget, and does self-attention reach further than recurrence?
 
-Three models learn to reverse strings of 4 to 32 letters, each for the same time budget:
+Three models with matched parameter counts, each trained until its validation exact match stops improving:
 
 - a GRU encoder-decoder whose decoder sees the source only through the final encoder states
-  (attention 'none': the whole string must fit in one vector),
+  (attention 'none': the whole source must fit in one vector; it gets a wider state to match the count),
 - the same GRU encoder-decoder with Bahdanau attention over every encoder state,
-- a GPT reading ``source <sep>`` and completing ``reversed <eos>``, with about as many parameters.
+- a GPT reading ``source <sep>`` and completing ``target <eos>``.
 
-The test set is split by source length (4-8, 9-16, 17-24, 25-32) and exact match is reported per
-bucket, as a markdown table and a plot.
+Two tasks:
 
-    python examples/experiments/long_range.py [--quick] [--out DIR] [--max-time SECONDS]
+- reverse: strings of 4 to 32 letters written backwards, test exact match by source length;
+- lookback: 32 random letters then a symbol naming k (1 to 32); the answer is the letter k positions
+  before the symbol. Test accuracy by distance k.
+
+Reported per model: steps, training seconds and wall seconds (validation included), the steps and seconds
+at which validation exact match first reached 90%, and test exact match by bucket; mean ± half the range
+over seeds where a task runs several.
+
+    python examples/experiments/long_range.py [--quick] [--out DIR] [--seeds N]
 """
 import argparse
-import json
 import os
-import sys
+import string
+from dataclasses import asdict
 
-# Run from a checkout without installing: the repository root goes first on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import numpy as np
 
-from minigen import optim, plots, random  # noqa: E402
-from minigen.data import Seq2SeqBatches, exact_match, load_task  # noqa: E402
-from minigen.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
-from minigen.optim.lr_scheduler import get_lr_warmup_cosine  # noqa: E402
-from minigen.training.pairs_gpt import complete, pairs_tokenizer, train_pairs_gpt  # noqa: E402
-from minigen.training.loop import fit  # noqa: E402
-from minigen.training.progress import Progress  # noqa: E402
-from minigen.training.seq2seq import translate_pairs  # noqa: E402
+from common import (RESULTS, Plateau, bucket_exact_match, gpt_learner, markdown_table, mean_spread,  # noqa: E402
+                    seq2seq_learner, train_until_plateau, write_results)
+from minigen import plots  # noqa: E402
+from minigen.data import TaskData, load_task  # noqa: E402
+from minigen.tokenizers import CharTokenizer  # noqa: E402
 
-BUCKETS = ((4, 8), (9, 16), (17, 24), (25, 32))
-TASK_OPTIONS = {"min_len": 4, "max_len": 32}
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-# Sizes give the three models about the same number of parameters (the model without attention gets a
-# wider state instead). --quick shrinks everything to a smoke run.
-SETTINGS = {
-    "full": {"splits": dict(n_train=20000, n_valid=500, n_test=1000), "max_time": 240.0, "max_steps": None,
-             "none": dict(embedding_size=32, hidden_size=176), "bahdanau": dict(embedding_size=32, hidden_size=128),
-             "gpt": dict(n_layer=2, n_head=4, n_embd=96)},
-    "quick": {"splits": dict(n_train=300, n_valid=20, n_test=60), "max_time": 10.0, "max_steps": 8,
-              "none": dict(embedding_size=8, hidden_size=16), "bahdanau": dict(embedding_size=8, hidden_size=16),
-              "gpt": dict(n_layer=1, n_head=2, n_embd=16)},
+K_SYMBOLS = string.ascii_uppercase + string.digits  # the symbol of k is K_SYMBOLS[k - 1]
+TASKS = {
+    "reverse": {"buckets": ((4, 8), (9, 16), (17, 24), (25, 32)), "key": len, "axis": "source length",
+                "options": {"min_len": 4, "max_len": 32}},
+    "lookback": {"buckets": ((1, 4), (5, 8), (9, 16), (17, 24), (25, 32)),
+                 "key": lambda source: K_SYMBOLS.index(source[-1]) + 1, "axis": "distance k",
+                 "options": {"length": 32, "max_k": 32, "alphabet": "abcdefghij"}},
 }
+# Sizes give the three models about the same number of parameters (about 100,000).
+SETTINGS = {
+    "full": {"splits": dict(n_train=20000, n_valid=300, n_test=1000), "seeds": {"reverse": 1, "lookback": 2},
+             "plateau": Plateau(eval_interval=250, patience=4, max_steps=8000),
+             "models": {"none": dict(embedding_size=32, hidden_size=112),
+                        "bahdanau": dict(embedding_size=32, hidden_size=84),
+                        "gpt": dict(n_layer=2, n_head=4, n_embd=64)}},
+    "quick": {"splits": dict(n_train=200, n_valid=20, n_test=60), "seeds": {"reverse": 1, "lookback": 2},
+              "plateau": Plateau(eval_interval=4, patience=1, max_steps=8, warmup_steps=2, n_valid=20),
+              "models": {"none": dict(embedding_size=8, hidden_size=16),
+                         "bahdanau": dict(embedding_size=8, hidden_size=16),
+                         "gpt": dict(n_layer=1, n_head=2, n_embd=16)}},
+}
+NAMES = {"none": "Seq2Seq, no attention", "bahdanau": "Seq2Seq, Bahdanau attention", "gpt": "GPT"}
 
 
-def train_seq2seq_model(data, attention, sizes, max_time, max_steps, seed, batch_size=64, learning_rate=3e-3,
-                        min_lr=1e-4):
-    """Teacher-forced training of one Seq2Seq on ``data`` (AdamW, cosine decay over the budget)."""
-    random.manual_seed(seed)
-    tgt = data.tgt_vocab
-    model = Seq2Seq(Seq2SeqConfig(len(data.src_vocab), len(tgt), attention=attention, pad_id=tgt.pad_id,
-                                  bos_id=tgt.bos_id, eos_id=tgt.eos_id, **sizes), data.src_vocab, tgt)
-    print(f"Seq2Seq (attention={attention}) with {model.num_parameters():,} parameters")
-    optimizer = optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    batches = Seq2SeqBatches(data.train, data.src_vocab, tgt, batch_size=batch_size, seed=seed, bucket=True)
-    stream = batches.forever()
-    progress = Progress(total_steps=max_steps, max_time=max_time)
-
-    def batch_loss(step):
-        batch = next(stream)
-        loss = model.loss(model(batch["src"], batch["src_lengths"], batch["tgt_in"]), batch["tgt_out"])
-        return loss, int(batch["src_lengths"].sum() + batch["tgt_lengths"].sum()), {}
-
-    def schedule(step):
-        return get_lr_warmup_cosine(step, learning_rate, 0, progress.planned_steps(step), min_lr)
-
-    # test exact match by length is what this experiment measures: no evaluation during training
-    steps = fit(optimizer, list(model.parameters()), progress, batch_loss, schedule)
-    return model, {"steps": steps, "train_seconds": round(progress.elapsed, 1)}
+def lookback_task(n_train, n_valid, n_test, seed, length, max_k, alphabet):
+    """`length` random letters and the symbol of k -> the letter k positions back; distinct sources."""
+    rng, pairs, seen = np.random.default_rng(seed), [], set()
+    while len(pairs) < n_train + n_valid + n_test:
+        letters = "".join(alphabet[i] for i in rng.integers(len(alphabet), size=length))
+        k = int(rng.integers(1, max_k + 1))
+        source = letters + K_SYMBOLS[k - 1]
+        if source not in seen:
+            seen.add(source)
+            pairs.append((source, letters[-k]))
+    test, valid, train = pairs[:n_test], pairs[n_test:n_test + n_valid], pairs[n_test + n_valid:]
+    return TaskData("lookback", train, valid, test, CharTokenizer.from_chars(alphabet + K_SYMBOLS[:max_k]),
+                    CharTokenizer.from_chars(alphabet))
 
 
-def bucket_exact_match(predictions, pairs):
-    """{'4-8': exact match, ...} of predictions against the targets of ``pairs``, by source length."""
-    result = {}
-    for low, high in BUCKETS:
-        index = [i for i, (source, _) in enumerate(pairs) if low <= len(source) <= high]
-        result[f"{low}-{high}"] = exact_match([predictions[i] for i in index], [pairs[i][1] for i in index])
-    return result
+def make_task(task, splits, seed):
+    options = TASKS[task]["options"]
+    if task == "reverse":
+        return load_task("reverse", seed=seed, **splits, **options)
+    return lookback_task(seed=seed, **splits, **options)
 
 
-def run(quick=False, out=RESULTS, max_time=None, seed=0):
-    """Train the three models, print and save the table and the plot; returns the results dict."""
-    settings = SETTINGS["quick" if quick else "full"]
-    max_time = max_time or settings["max_time"]
-    data = load_task("reverse", seed=seed, **settings["splits"], **TASK_OPTIONS)
-    max_length = TASK_OPTIONS["max_len"] + 2  # bos + the longest target + eos
-    rows = {}
-    for attention, name in (("none", "Seq2Seq, no attention"), ("bahdanau", "Seq2Seq, Bahdanau attention")):
-        print(f"\n== {name} ==")
-        model, info = train_seq2seq_model(data, attention, settings[attention], max_time, settings["max_steps"], seed)
-        predictions = translate_pairs(model, data.test, max_length=max_length)
-        rows[name] = {"parameters": model.num_parameters(), **info, **bucket_exact_match(predictions, data.test)}
-    print("\n== GPT ==")
-    model, metrics = train_pairs_gpt("reverse", max_time=max_time, max_steps=settings["max_steps"], seed=seed,
-                                     task_options=TASK_OPTIONS, n_eval=0, **settings["splits"], **settings["gpt"])
-    predictions, _ = complete(model, pairs_tokenizer(data), [s for s, _ in data.test], TASK_OPTIONS["max_len"] + 1)
-    rows["GPT"] = {"parameters": metrics["parameters"], "steps": metrics["steps"],
-                   "train_seconds": metrics["train_seconds"], **bucket_exact_match(predictions, data.test)}
+def learner_for(kind, data, sizes, seed):
+    if kind == "gpt":
+        return gpt_learner(data, seed=seed, **sizes)
+    return seq2seq_learner(data, kind, seed=seed, **sizes)
 
-    labels = [f"{low}-{high}" for low, high in BUCKETS]
-    table = "\n".join(["| model | parameters | steps | " + " | ".join(f"length {b}" for b in labels) + " |",
-                       "|---|---:|---:|" + "---:|" * len(labels)]
-                      + [f"| {name} | {r['parameters']:,} | {r['steps']:,} | "
-                         + " | ".join(f"{r[b]:.1%}" for b in labels) + " |" for name, r in rows.items()])
-    print(f"\nTest exact match by source length (reverse task, {max_time:.0f} s of training each):\n{table}")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "long_range.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    with open(os.path.join(out, "long_range.json"), "w", encoding="utf-8") as f:
-        json.dump({"max_time": max_time, "quick": quick, "seed": seed, "rows": rows}, f, indent=1)
-    midpoints = [(low + high) / 2 for low, high in BUCKETS]
-    path = plots.save_loss_curves({name: (midpoints, [r[b] for b in labels]) for name, r in rows.items()},
-                                  os.path.join(out, "long_range.png"), title="reverse: exact match by length",
-                                  xlabel="source length (bucket middle)", ylabel="test exact match")
-    print(f"wrote {path}, long_range.md and long_range.json to {out}")
+
+def run_task(task, settings, seeds):
+    """Train every model on every seed of `task`; returns {model name: [one record per seed]}."""
+    spec, rows = TASKS[task], {}
+    for seed in range(seeds):
+        data = make_task(task, settings["splits"], seed)
+        for kind, sizes in settings["models"].items():
+            print(f"\n== {task}, {NAMES[kind]}, seed {seed} ==", flush=True)
+            learner = learner_for(kind, data, sizes, seed)
+            record = train_until_plateau(learner, data.valid, settings["plateau"])
+            predictions = learner.predict([s for s, _ in data.test])
+            record.update(parameters=learner.parameters(), seed=seed,
+                          test=bucket_exact_match(predictions, data.test, spec["buckets"], spec["key"]))
+            rows.setdefault(NAMES[kind], []).append(record)
     return rows
+
+
+def task_table(task, rows, target):
+    labels = [f"{low}-{high}" for low, high in TASKS[task]["buckets"]]
+    header = ["model", "parameters", "seeds", "steps", "training s", "wall s", f"steps to {target:.0%}",
+              f"training s to {target:.0%}", "stopped by"] + [f"{TASKS[task]['axis']} {b}" for b in labels]
+
+    def mean(records, key):
+        values = [r[key] for r in records if r[key] is not None]
+        reached = f"{np.mean(values):,.0f}" if values else "not reached"
+        return reached + (f" ({len(values)} of {len(records)})" if values and len(values) < len(records) else "")
+    body = [[name, f"{records[0]['parameters']:,}", len(records), mean(records, "steps"),
+             mean(records, "train_seconds"), mean(records, "wall_seconds"), mean(records, "steps_to_target"),
+             mean(records, "seconds_to_target"), ", ".join(sorted({r["stopped_by"] for r in records}))]
+            + [mean_spread([r["test"][b] for r in records]) for b in labels] for name, records in rows.items()]
+    return markdown_table(header, body)
+
+
+def save_plots(out, results):
+    paths = []
+    for task, rows in results.items():
+        spec = TASKS[task]
+        labels = [f"{low}-{high}" for low, high in spec["buckets"]]
+        middles = [(low + high) / 2 for low, high in spec["buckets"]]
+        curves = {name: (middles, [np.mean([r["test"][b] for r in records]) for b in labels])
+                  for name, records in rows.items()}
+        paths.append(plots.save_loss_curves(curves, os.path.join(out, f"long_range_{task}.png"),
+                                            title=f"{task}: test exact match by {spec['axis']}",
+                                            xlabel=f"{spec['axis']} (bucket middle)", ylabel="test exact match"))
+        learning = {name: ([h["train_seconds"] for h in records[0]["history"]],
+                           [h["valid_exact_match"] for h in records[0]["history"]]) for name, records in rows.items()}
+        paths.append(plots.save_loss_curves(learning, os.path.join(out, f"long_range_{task}_curves.png"),
+                                            title=f"{task}: validation exact match while training (seed 0)",
+                                            xlabel="training seconds", ylabel="valid exact match"))
+    return paths
+
+
+def run(quick=False, out=RESULTS, seeds=None):
+    settings = SETTINGS["quick" if quick else "full"]
+    plateau = settings["plateau"]
+    results = {task: run_task(task, settings, seeds or settings["seeds"][task]) for task in TASKS}
+    text = "\n\n".join(f"{task}: test exact match by {TASKS[task]['axis']}\n\n"
+                       + task_table(task, rows, plateau.target) for task, rows in results.items())
+    write_results(out, "long_range", text, {"quick": quick, "plateau": asdict(plateau),
+                                            "tasks": {t: {k: v for k, v in spec.items() if k != "key"}
+                                                      for t, spec in TASKS.items()},
+                                            "models": settings["models"], "rows": results})
+    paths = save_plots(out, results)
+    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, long_range.md and long_range.json to {out}")
+    return results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
-    parser.add_argument("--out", default=RESULTS, help="directory for the table and plot (default: results/)")
-    parser.add_argument("--max-time", type=float, default=None, help="training seconds per model (default 240)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=RESULTS, help="directory for the tables and plots (default: results/)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default: 1 reverse, 2 lookback)")
     args = parser.parse_args(argv)
-    run(args.quick, args.out, args.max_time, args.seed)
+    run(args.quick, args.out, args.seeds)
 
 
 if __name__ == "__main__":
