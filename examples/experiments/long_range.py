@@ -13,8 +13,8 @@ Two tasks:
 - lookback: 32 random letters then a symbol naming k (1 to 32); the answer is the letter k positions
   before the symbol. Test accuracy by distance k.
 
-Reported per model: steps, training seconds and wall seconds (validation included), the steps and seconds
-at which validation exact match first reached 90%, and test exact match by bucket; mean ± half the range
+Reported per model: steps, training CPU seconds (one thread; see common.train_until_plateau) and wall
+seconds (validation included), the steps and CPU seconds at which validation exact match first reached 90%, and test exact match by bucket; mean ± half the range
 over seeds where a task runs several.
 
     python examples/experiments/long_range.py [--quick] [--out DIR] [--seeds N]
@@ -102,16 +102,16 @@ def run_task(task, settings, seeds):
 
 def task_table(task, rows, target):
     labels = [f"{low}-{high}" for low, high in TASKS[task]["buckets"]]
-    header = ["model", "parameters", "seeds", "steps", "training s", "wall s", f"steps to {target:.0%}",
-              f"training s to {target:.0%}", "stopped by"] + [f"{TASKS[task]['axis']} {b}" for b in labels]
+    header = ["model", "parameters", "seeds", "steps", "training CPU s", "wall s", f"steps to {target:.0%}",
+              f"training CPU s to {target:.0%}", "stopped by"] + [f"{TASKS[task]['axis']} {b}" for b in labels]
 
     def mean(records, key):
         values = [r[key] for r in records if r[key] is not None]
         reached = f"{np.mean(values):,.0f}" if values else "not reached"
         return reached + (f" ({len(values)} of {len(records)})" if values and len(values) < len(records) else "")
     body = [[name, f"{records[0]['parameters']:,}", len(records), mean(records, "steps"),
-             mean(records, "train_seconds"), mean(records, "wall_seconds"), mean(records, "steps_to_target"),
-             mean(records, "seconds_to_target"), ", ".join(sorted({r["stopped_by"] for r in records}))]
+             mean(records, "train_cpu_seconds"), mean(records, "wall_seconds"), mean(records, "steps_to_target"),
+             mean(records, "cpu_seconds_to_target"), ", ".join(sorted({r["stopped_by"] for r in records}))]
             + [mean_spread([r["test"][b] for r in records]) for b in labels] for name, records in rows.items()]
     return markdown_table(header, body)
 
@@ -127,11 +127,11 @@ def save_plots(out, results):
         paths.append(plots.save_loss_curves(curves, os.path.join(out, f"long_range_{task}.png"),
                                             title=f"{task}: test exact match by {spec['axis']}",
                                             xlabel=f"{spec['axis']} (bucket middle)", ylabel="test exact match"))
-        learning = {name: ([h["train_seconds"] for h in records[0]["history"]],
+        learning = {name: ([h["train_cpu_seconds"] for h in records[0]["history"]],
                            [h["valid_exact_match"] for h in records[0]["history"]]) for name, records in rows.items()}
         paths.append(plots.save_loss_curves(learning, os.path.join(out, f"long_range_{task}_curves.png"),
                                             title=f"{task}: validation exact match while training (seed 0)",
-                                            xlabel="training seconds", ylabel="valid exact match"))
+                                            xlabel="training CPU seconds", ylabel="valid exact match"))
     return paths
 
 
