@@ -302,6 +302,26 @@ def test_packed_attention_matches_reference(dtype, data, B, T, n_head, D):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), B=st.integers(1, 2), H=st.integers(1, 3), L=st.sampled_from([1, 2, 5, 9]),
+       past=st.integers(0, 40), spare=st.integers(0, 5), D=st.sampled_from([1, 7, 16, 17]), masked=st.booleans())
+@settings(max_examples=25)
+def test_cached_attention_matches_reference(dtype, data, B, H, L, past, spare, D, masked):
+    """New queries against the filled prefix of a KV cache's buffers (capacity beyond it holds garbage, which
+    must never be read), decoding rows and prompt-sized ones, with and without a key mask."""
+    length = past + L
+    keys, values = (draw_array(data, (B, H, length + spare, D), dtype) for _ in range(2))
+    keys[:, :, length:], values[:, :, length:] = np.nan, np.nan
+    q = draw_array(data, (B, H, L, D), dtype)
+    mask = np.random.default_rng(length).random((B, 1, 1, length)) < 0.3 if masked else None
+    out, lse = nb.cached_attention_forward(q, keys, values, length, mask, 0.3)
+    out_ref, lse_ref = ref.attention_forward(q, keys[:, :, :length], values[:, :, :length], mask, True, 0.3)
+    close(out, out_ref, dtype, scale=10)
+    close(lse, lse_ref, dtype, scale=10)
+    ref_out, _ = ref.cached_attention_forward(q, keys, values, length, mask, 0.3)
+    close(ref_out, out_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_row_that_attends_nothing_outputs_zero(dtype):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 2, 3, 4)).astype(dtype) for _ in range(3))

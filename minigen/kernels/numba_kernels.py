@@ -8,8 +8,8 @@ from numba import config as numba_config, set_num_threads as numba_set_num_threa
 from . import numba as numba_package
 from .numba.activations import gelu_backward, gelu_forward
 from .numba.adam import adamw_amsgrad_update, adamw_update
-from .numba.attention import attention_backward, attention_forward, packed_attention_backward, \
-    packed_attention_forward
+from .numba.attention import attention_backward, attention_forward, cached_attention_forward, \
+    packed_attention_backward, packed_attention_forward
 from .numba.attention_heads import MASKED_SCORE
 from .numba.blas import gemm, int8_linear_forward, linear_backward, linear_forward, linear_gelu_backward, \
     linear_gelu_forward
@@ -22,7 +22,7 @@ from .numba.seq2seq_attention import additive_scores_backward, additive_scores_f
 
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_scores_backward",
            "additive_scores_forward", "attention_backward", "attention_context_backward",
-           "attention_context_forward", "attention_forward", "cross_entropy_backward", "cross_entropy_forward",
+           "attention_context_forward", "attention_forward", "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward",
            "embedding_backward", "gelu_backward", "gelu_forward", "gemm", "gru_gates_backward", "gru_gates_forward",
            "int8_linear_forward", "layer_norm_backward", "layer_norm_forward", "linear_backward", "linear_forward", "linear_gelu_backward",
            "linear_gelu_forward", "log_softmax_backward", "log_softmax_forward", "packed_attention_backward",

@@ -249,6 +249,12 @@ def attention_forward(q, k, v, mask, causal, scale):
     return out.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
 
 
+def cached_attention_forward(q, keys, values, length, mask, scale):
+    """Causal attention of the L new queries q (B, H, L, D) against the first `length` positions of a KV cache's
+    buffers keys, values (B, H, capacity, D), the last L of them the queries' own (see `nn.KVCache`)."""
+    return attention_forward(q, keys[:, :, :length], values[:, :, :length], mask, True, scale)
+
+
 def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
     """Gradients (dq, dk, dv) of attention_forward, recomputing the probabilities from lse.
 

@@ -103,9 +103,13 @@ class CausalSelfAttention(nn.Module):
         else:
             # decoding (or a padded batch): the new positions against all keys so far, one op
             _, k, v = kernels.packed_heads(qkv.data, 3, self.n_head)
-            keys, values = (np.ascontiguousarray(k), np.ascontiguousarray(v)) if cache is None else \
+            if cache is None:
+                y = CachedCausalSelfAttention.apply(qkv, np.ascontiguousarray(k), np.ascontiguousarray(v),
+                                                    self.n_head, padding=padding)
+            else:  # the cache's buffers, read up to the new positions in place
                 cache.update(self.layer_index, k, v)
-            y = CachedCausalSelfAttention.apply(qkv, keys, values, self.n_head, padding=padding)
+                y = CachedCausalSelfAttention.apply(qkv, cache.keys[self.layer_index], cache.values[self.layer_index],
+                                                    self.n_head, length=cache.length + x.shape[1], padding=padding)
         return F.dropout(self.c_proj(y), self.dropout, self.training)
 
     def _dropout_attention(self, qkv, padding):

@@ -98,28 +98,31 @@ class PackedCausalSelfAttention(Function):
 
 class CachedCausalSelfAttention(Function):
     """Causal self-attention of the T new positions packed in qkv (B, T, 3C) against keys and values
-    (B, H, S, D) whose last T positions are qkv's own (a KV cache extended by them, see `nn.KVCache`):
-    returns (B, T, C). What a decoding step runs: one op where the general path's split, head moves and
-    index ops are six. `padding` (B, S): True where a key must not be attended, or None (the convention of every
-    op here: True masks out).
+    (B, H, S, D) whose first `length` positions (all S when None) are the keys so far, the last T of them qkv's
+    own: returns (B, T, C). What a decoding step runs: one op where the general path's split, head moves and
+    index ops are six. Given a KV cache's buffers (`nn.KVCache`, capacity S) and its filled length, the kernel
+    reads the prefix in place. `padding` (B, length): True where a key must not be attended, or None (the
+    convention of every op here: True masks out).
 
-    keys and values are constants for the graph except their last T positions, which are qkv's: backward
-    returns the gradient of those inside dqkv, with q's."""
+    keys and values are constants for the graph except qkv's positions: backward returns the gradient of
+    those inside dqkv, with q's."""
 
-    def forward(self, qkv, keys, values, n_head, padding=None, scale=None):
+    def forward(self, qkv, keys, values, n_head, length=None, padding=None, scale=None):
         B, T, C3 = qkv.shape
         D = C3 // (3 * n_head) if C3 % (3 * n_head) == 0 else 0
+        S = keys.shape[2] if length is None else length
         if D == 0 or keys.shape != values.shape or keys.ndim != 4 or keys.shape[:2] != (B, n_head) \
-                or keys.shape[3] != D or keys.shape[2] < T:
+                or keys.shape[3] != D or not T <= S <= keys.shape[2]:
             raise ValueError(f"cached attention: expected qkv (B, T, 3 * n_head * D) with n_head {n_head} and keys, "
-                             f"values (B, n_head, S >= T, D), got {qkv.shape}, {keys.shape} and {values.shape}")
-        if padding is not None and np.shape(padding) != (B, keys.shape[2]):
-            raise ValueError(f"cached attention: padding must have shape {(B, keys.shape[2])}, got {np.shape(padding)}")
+                             f"values (B, n_head, S >= T, D) (length {length} between T and S), got {qkv.shape}, "
+                             f"{keys.shape} and {values.shape}")
+        if padding is not None and np.shape(padding) != (B, S):
+            raise ValueError(f"cached attention: padding must have shape {(B, S)}, got {np.shape(padding)}")
         self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
         q = kernels.packed_heads(qkv, 3, n_head)[0]
         blocked = None if padding is None else np.asarray(padding, dtype=bool)[:, None, None, :]
-        out, lse = kernels.attention_forward(q, keys, values, blocked, True, self.scale)
-        self.saved = q, keys, values, out, lse, blocked
+        out, lse = kernels.cached_attention_forward(q, keys, values, S, blocked, self.scale)
+        self.saved = q, keys[:, :, :S], values[:, :, :S], out, lse, blocked
         return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(B, T, C3 // 3)
 
     def backward(self, grad):

@@ -29,32 +29,34 @@ PARALLEL_MIN_WORK = 2 ** 17
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, first, stop):
-    """(batch, head) pairs first .. stop - 1, in order, sharing one set of scratch buffers."""
+def _forward_heads(q, k, v, S, mask, has_mask, causal, scale, out, lse, first, stop):
+    """(batch, head) pairs first .. stop - 1, in order, sharing one set of scratch buffers; keys and values are
+    the first S rows of k and v (a KV cache's buffers are read in place: a prefix of rows stays contiguous)."""
     H = q.shape[1]
     if q.shape[2] <= DECODE_MAX_ROWS:
-        few = decode_scratch(q, v)
+        few = decode_scratch(q, v[:, :, :S])
         for bh in range(first, stop):
             b, h = bh // H, bh % H
-            decode_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h], few)
+            decode_head(q[b, h], k[b, h, :S], v[b, h, :S], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h],
+                        few)
     else:
-        scratch = forward_scratch(q, v)
+        scratch = forward_scratch(q, v[:, :, :S])
         for bh in range(first, stop):
             b, h = bh // H, bh % H
-            forward_head(q[b, h], k[b, h], v[b, h], mask[b, h], has_mask, causal, scale, out[b, h], lse[b, h],
-                         scratch)
+            forward_head(q[b, h], k[b, h, :S], v[b, h, :S], mask[b, h], has_mask, causal, scale, out[b, h],
+                         lse[b, h], scratch)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _attention_forward(q, k, v, mask, has_mask, causal, scale, out, lse):
-    _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, 0, q.shape[0] * q.shape[1])
+def _attention_forward(q, k, v, S, mask, has_mask, causal, scale, out, lse):
+    _forward_heads(q, k, v, S, mask, has_mask, causal, scale, out, lse, 0, q.shape[0] * q.shape[1])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _attention_forward_parallel(q, k, v, mask, has_mask, causal, scale, out, lse, chunks):
+def _attention_forward_parallel(q, k, v, S, mask, has_mask, causal, scale, out, lse, chunks):
     n = q.shape[0] * q.shape[1]
     for c in prange(chunks):  # one chunk of pairs, and one set of scratch buffers, per thread
-        _forward_heads(q, k, v, mask, has_mask, causal, scale, out, lse, c * n // chunks, (c + 1) * n // chunks)
+        _forward_heads(q, k, v, S, mask, has_mask, causal, scale, out, lse, c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -110,17 +112,33 @@ def attention_forward(q, k, v, mask, causal, scale):
     (q, k, v), mask, has_mask = _prepare((q, k, v), mask, (B, H, L, S))
     out = np.empty((B, H, L, Dv), q.dtype)
     lse = np.empty((B, H, L), q.dtype)
-    _forward(q, k, v, mask, has_mask, causal, scale, out, lse)
+    _forward(q, k, v, S, mask, has_mask, causal, scale, out, lse)
     return out, lse
 
 
-def _forward(q, k, v, mask, has_mask, causal, scale, out, lse):
+def cached_attention_forward(q, keys, values, length, mask, scale):
+    """attention_forward(q, keys[:, :, :length], values[:, :, :length], mask, True, scale) for a KV cache's
+    buffers keys, values (B, H, capacity, D): the filled prefix is read in place (as a slice it is not
+    contiguous, and copying it would cost every decoding step the whole cache)."""
+    if not q.dtype == keys.dtype == values.dtype or q.dtype not in FLOAT_DTYPES or \
+            not (keys.flags.c_contiguous and values.flags.c_contiguous):
+        return numpy_kernels.cached_attention_forward(q, keys, values, length, mask, scale)
     B, H, L, D = q.shape
-    chunks = _chunks(B, H, L, k.shape[2], D)
+    Dv = values.shape[-1]
+    (q,), mask, has_mask = _prepare((q,), mask, (B, H, L, length))
+    out = np.empty((B, H, L, Dv), q.dtype)
+    lse = np.empty((B, H, L), q.dtype)
+    _forward(q, keys, values, length, mask, has_mask, True, scale, out, lse)
+    return out, lse
+
+
+def _forward(q, k, v, S, mask, has_mask, causal, scale, out, lse):
+    B, H, L, D = q.shape
+    chunks = _chunks(B, H, L, S, D)
     if chunks > 1:
-        _attention_forward_parallel(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse, chunks)
+        _attention_forward_parallel(q, k, v, S, mask, has_mask, bool(causal), float(scale), out, lse, chunks)
     else:
-        _attention_forward(q, k, v, mask, has_mask, bool(causal), float(scale), out, lse)
+        _attention_forward(q, k, v, S, mask, has_mask, bool(causal), float(scale), out, lse)
 
 
 def attention_backward(dout, q, k, v, out, lse, mask, causal, scale):
@@ -157,7 +175,7 @@ def packed_attention_forward(qkv, n_head, scale):
     q, k, v = packed_heads(qkv, 3, n_head)
     out = np.empty((B, T, C3 // 3), qkv.dtype)
     lse = np.empty((B, n_head, T), qkv.dtype)
-    _forward(q, k, v, _NO_MASK, False, True, scale, packed_heads(out, 1, n_head)[0], lse)
+    _forward(q, k, v, T, _NO_MASK, False, True, scale, packed_heads(out, 1, n_head)[0], lse)
     return out, lse
 
 
