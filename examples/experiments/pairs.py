@@ -27,8 +27,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from pretraining import (PRETRAIN_FRACTION, SETTINGS as PRETRAIN_SETTINGS, fit_until_plateau, machine,  # noqa: E402
-                         mean_spread, pretrain, read_corpus, write_results)
+from common import RESULTS, markdown_table  # noqa: E402
+from pretraining import (PRETRAIN_FRACTION, SETTINGS as PRETRAIN_SETTINGS, fit_until_plateau,  # noqa: E402
+                         mean_spread, pretrain, read_corpus, save_results)
 
 from minigen import random  # noqa: E402
 from minigen.autograd import no_grad  # noqa: E402
@@ -36,15 +37,14 @@ from minigen.models.gpt import GPT  # noqa: E402
 from minigen.models.gpt_tasks import GPTForSequenceClassification, fill_in_the_middle  # noqa: E402
 from minigen.tokenizers import load_tokenizer  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SENTENCE_END = re.compile(r"[.!?](?=\s)")
 WORD = re.compile(r"(?<=[ \n])[A-Za-z]{3,10}(?=[ ,.;:!?\n])")
 REGIONS = {"train": (0.0, PRETRAIN_FRACTION), "valid": (PRETRAIN_FRACTION, 0.925), "test": (0.925, 1.0)}
 LEARNING_RATE = {"from scratch": 1e-3, "pre-trained": 3e-4}
 
 SETTINGS = {
-    "full": {"side": 56, "far": 20000, "example_side": 31, "valid_pairs": 600, "test_pairs": 2000, "fim_examples": 400, "context": 48,
-             "seeds": (0,), "train": dict(batch_size=16, max_steps=1200, eval_interval=150, patience=3)},
+    "full": {"side": 56, "far": 20000, "example_side": 31, "valid_pairs": 400, "test_pairs": 1000, "fim_examples": 300, "context": 48,
+             "seeds": (0,), "train": dict(batch_size=16, max_steps=600, eval_interval=100, patience=2)},
     "quick": {"side": 12, "far": 500, "example_side": 8, "valid_pairs": 16, "test_pairs": 16, "fim_examples": 5, "context": 8,
               "seeds": (0,), "train": dict(batch_size=4, max_steps=4, eval_interval=2, patience=2)},
 }
@@ -160,8 +160,8 @@ def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
     settings = SETTINGS["quick" if quick else "full"]
     pre_options = PRETRAIN_SETTINGS["quick" if quick else "full"]["pretrain"]
     text = read_corpus(text_path, quick)
-    record = {"quick": quick, "machine": machine(), "settings": settings, "learning_rate": LEARNING_RATE,
-              "pairs": [], "infill": {}}
+    record = {"quick": quick, "settings": settings, "learning_rate": LEARNING_RATE,
+              "rows": [], "infill": {}}
     fim_dir, fim_metrics = pretrain(text, checkpoints, pre_options, fim_rate=0.5)
     # from scratch first: pretraining.py may still be pre-training the causal model meanwhile
     pair_runs(record, out, "from scratch", fim_dir, text, settings)
@@ -177,12 +177,10 @@ def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
         print(f"infill, {label}: {record['infill'][label]}", flush=True)
     write(out, record)
     pair_runs(record, out, "pre-trained (causal)", causal_dir, text, settings)
-    pair_runs(record, out, "pre-trained (fill-in-the-middle)", fim_dir, text, settings)
     # far=1: a negative is any other cut, as in the example
     pair_runs(record, out, "pre-trained (causal), pairs of gpt_pair_classification.py", causal_dir, text, settings,
               side=settings["example_side"], far=1, collapse=True)
-    print(f"\nwrote pairs.md, pairs.json and the plot to {out}")
-    return record
+    pair_runs(record, out, "pre-trained (fill-in-the-middle)", fim_dir, text, settings)
 
 
 def pair_runs(record, out, name, directory, text, settings, **pairs):
@@ -190,7 +188,7 @@ def pair_runs(record, out, name, directory, text, settings, **pairs):
     pairs = {"side": settings["side"], "far": settings["far"], **pairs}
     for seed in settings["seeds"]:
         result = pair_run(name.split(" (")[0], directory, text, settings, seed, **pairs)
-        record["pairs"].append({"model": name, "seed": seed, **result})
+        record["rows"].append({"model": name, "seed": seed, **result})
         print(f"{name}, seed {seed}: test accuracy {result['test_accuracy']:.1%} (best validation "
               f"{result['best']:.1%} at step {result['best_step']}, {result['steps']} steps, {result['seconds']:.0f} s)",
               flush=True)
@@ -198,24 +196,26 @@ def pair_runs(record, out, name, directory, text, settings, **pairs):
 
 
 def write(out, record):
-    lines = ["| model | seeds | test accuracy | best validation accuracy | steps to the best | seconds to the best "
-             "| steps run |", "|---|---:|---:|---:|---:|---:|---:|"]
-    curves = {}
-    for name in dict.fromkeys(r["model"] for r in record["pairs"]):
-        group = [r for r in record["pairs"] if r["model"] == name]
-        lines.append(f"| {name} | {len(group)} | {mean_spread([r['test_accuracy'] for r in group])} | "
-                     f"{mean_spread([r['best'] for r in group])} | {np.mean([r['best_step'] for r in group]):,.0f} | "
-                     f"{np.mean([r['best_seconds'] for r in group]):,.0f} | {np.mean([r['steps'] for r in group]):,.0f} |")
+    """The tables of the runs so far, written with the plot of validation accuracy (the first seed of each)."""
+    rows, curves = [], {}
+    for name in dict.fromkeys(r["model"] for r in record["rows"]):
+        group = [r for r in record["rows"] if r["model"] == name]
+        rows.append([name, len(group), mean_spread([r["test_accuracy"] for r in group], ".1%"),
+                     mean_spread([r["best"] for r in group], ".1%"), f"{np.mean([r['best_step'] for r in group]):,.0f}",
+                     f"{np.mean([r['best_seconds'] for r in group]):,.0f}",
+                     f"{np.mean([r['steps'] for r in group]):,.0f}"])
         curves[name] = ([h[0] for h in group[0]["history"]], [h[2] for h in group[0]["history"]])
+    text = ("Next-passage prediction (chance: 50%)\n\n"
+            + markdown_table(["model", "seeds", "test accuracy", "best validation accuracy", "steps to the best",
+                              "seconds to the best", "steps run"], rows))
     if record["infill"]:
-        lines += ["", f"Fill-in-the-middle: a word of 3-10 letters cut out of held-out text "
-                      f"({record['infill_examples']} examples)", "",
-                  "| model, input | exact match | character accuracy |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v['exact_match']:.1%} | {v['char_accuracy']:.1%} |" for k, v in record["infill"].items()]
-    table = "\n".join(lines)
-    write_results(out, "pairs", table, record, curves, xlabel="step", ylabel="validation accuracy",
-                  title="Next-passage prediction: validation accuracy")
-    return table
+        text += (f"\n\nFill-in-the-middle: a word of 3-10 letters cut out of held-out text "
+                 f"({record['infill_examples']} examples)\n\n"
+                 + markdown_table(["model, input", "exact match", "character accuracy"],
+                                  [[k, f"{v['exact_match']:.1%}", f"{v['char_accuracy']:.1%}"]
+                                   for k, v in record["infill"].items()]))
+    save_results(out, "pairs", text, record, curves, xlabel="step", ylabel="validation accuracy",
+                 title="Next-passage prediction: validation accuracy")
 
 
 def main(argv=None):

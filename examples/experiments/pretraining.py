@@ -17,18 +17,15 @@ import argparse
 import io
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 from dataclasses import replace
 
-# Run from a checkout without installing: the repository root goes first on the path.
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
+# common.py sits beside this script (and puts the repository root on the path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import RESULTS, markdown_table, write_results  # noqa: E402
 from minigen import optim, plots, random  # noqa: E402
 from minigen.data import load_task  # noqa: E402
 from minigen.data.batching import random_text_batch  # noqa: E402
@@ -38,18 +35,16 @@ from minigen.tokenizers import load_tokenizer  # noqa: E402
 from minigen.training.gpt import GPTTrainConfig, train_gpt  # noqa: E402
 from minigen.training.loop import Patience, fit  # noqa: E402
 from minigen.training.progress import Progress  # noqa: E402
-from minigen.training.run import run_record  # noqa: E402
 from minigen.training.step import evaluating  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PRETRAIN_FRACTION = 0.85  # the rest of the text is never seen in pre-training
 
 SETTINGS = {
-    "full": {"pretrain": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=8, max_iters=2000,
-                              lr_decay_iters=2000, eval_interval=500, eval_iters=20),
+    "full": {"pretrain": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=8, max_iters=800,
+                              lr_decay_iters=800, eval_interval=400, eval_iters=10),
              "valid_chars": 30000, "sizes": (2000, 8000, 32000, 128000), "seeds": (0, 1, 2),
-             "finetune": dict(block_size=64, batch_size=12, max_steps=1500, eval_interval=100, patience=3,
-                              valid_batches=24)},
+             "finetune": dict(block_size=64, batch_size=12, max_steps=800, eval_interval=100, patience=2,
+                              valid_batches=12)},
     "quick": {"pretrain": dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, max_iters=6,
                                warmup_iters=2, lr_decay_iters=6, eval_interval=6, eval_iters=2),
               "valid_chars": 2000, "sizes": (500, 2000), "seeds": (0,),
@@ -122,36 +117,16 @@ def fit_until_plateau(model, batch_loss, validate, learning_rate, max_steps, eva
             "steps": steps, "seconds": round(progress.elapsed, 1), "history": history}
 
 
-def machine():
-    """Where and from what the numbers came: CPU, cores, Python, the git commit, minigen's run record."""
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **run_record(0)}
+def save_results(out, name, text, record, curves, **plot_options):
+    """common.write_results (OUT/NAME.md and .json, printed) and the plot OUT/NAME.png."""
+    write_results(out, name, text, record)
+    plots.save_loss_curves(curves, os.path.join(out, f"{name}.png"), **plot_options)
 
 
-def write_results(out, name, table, record, curves, **plot_options):
-    """results/NAME.md (the table and the machine), NAME.json and NAME.png; returns the plot's path."""
-    os.makedirs(out, exist_ok=True)
-    m = record["machine"]
-    with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
-        f.write(f"{table}\n\nMeasured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['backend']} backend, "
-                f"BLAS threads {m['threads']}), commit {m['commit']}.\n")
-    with open(os.path.join(out, f"{name}.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    return plots.save_loss_curves(curves, os.path.join(out, f"{name}.png"), **plot_options)
-
-
-def mean_spread(values):
-    """'mean ± standard deviation' of a list (just the value for one)."""
-    return f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else "")
+def mean_spread(values, fmt=".3f"):
+    """'mean ± half the range' of a list, each formatted with `fmt` (one value: just the value)."""
+    spread = f" ± {(max(values) - min(values)) / 2:{fmt}}" if len(values) > 1 else ""
+    return f"{np.mean(values):{fmt}}{spread}"
 
 
 # ----- this experiment -----------------------------------------------------------------------------------
@@ -180,7 +155,7 @@ def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
     rng = np.random.default_rng(1234)
     valid_batches = [random_text_batch(valid_ids, tune["block_size"], tune["batch_size"], rng)
                      for _ in range(tune["valid_batches"])]
-    record = {"quick": quick, "machine": machine(), "settings": settings, "learning_rate": LEARNING_RATE,
+    record = {"quick": quick, "settings": settings, "learning_rate": LEARNING_RATE,
               "pretrain": {k: pre_metrics[k] for k in ("iters", "train_seconds", "best_val_loss", "parameters")},
               "rows": []}
     print(f"pre-trained: {pre_metrics['iters']} steps, validation loss {pre_metrics['best_val_loss']:.3f}")
@@ -196,31 +171,31 @@ def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
                 record["rows"].append({"start": start, "chars": size, "seed": seed, **result})
                 print(f"seed {seed}, {size:,} characters, {start}: best validation loss {result['best']:.3f} at "
                       f"step {result['best_step']} ({result['steps']} steps, {result['seconds']:.0f} s)", flush=True)
-            table, curves = summarize(record["rows"])
-            write_results(out, "pretraining", table, record, curves, xlabel="downstream training characters (log10)",
-                          ylabel="best validation loss", title="Pre-trained vs from scratch, by downstream data")
-    print(f"\n{table}\nwrote pretraining.md, pretraining.json and the plot to {out}")
+            text, curves = summarize(record["rows"])
+            save_results(out, "pretraining", text, record, curves, ylabel="best validation loss",
+                         xlabel="downstream training characters (log10)",
+                         title="Pre-trained vs from scratch, by downstream data")
     return record
 
 
 def summarize(rows):
-    """The markdown table (mean ± spread over seeds) and the plot's curves of the rows so far."""
-    lines = ["| downstream characters | start | seeds | best validation loss | steps to the best | seconds to the best "
-             "| steps run |", "|---:|---|---:|---:|---:|---:|---:|"]
-    curves = {}
+    """The markdown table (mean ± half the range over seeds) and the plot's curves of the rows so far."""
+    table, curves = [], {}
     for size in sorted({r["chars"] for r in rows}):
         for start in LEARNING_RATE:
             group = [r for r in rows if r["start"] == start and r["chars"] == size]
             if not group:
                 continue
-            lines.append(f"| {size:,} | {start} | {len(group)} | {mean_spread([r['best'] for r in group])} | "
-                         f"{np.mean([r['best_step'] for r in group]):,.0f} | "
-                         f"{np.mean([r['best_seconds'] for r in group]):,.0f} | "
-                         f"{np.mean([r['steps'] for r in group]):,.0f} |")
+            table.append([f"{size:,}", start, len(group), mean_spread([r["best"] for r in group]),
+                          f"{np.mean([r['best_step'] for r in group]):,.0f}",
+                          f"{np.mean([r['best_seconds'] for r in group]):,.0f}",
+                          f"{np.mean([r['steps'] for r in group]):,.0f}"])
             x, y = curves.setdefault(start, ([], []))
             x.append(np.log10(size))
             y.append(float(np.mean([r["best"] for r in group])))
-    return "\n".join(lines), curves
+    header = ["downstream characters", "start", "seeds", "best validation loss", "steps to the best",
+              "seconds to the best", "steps run"]
+    return markdown_table(header, table), curves
 
 
 def main(argv=None):
