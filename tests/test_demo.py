@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minigen.cli import main
-from minigen.data import IGNORE_INDEX, load_task
+from minigen.data import IGNORE_INDEX, exact_match, load_task
 from minigen.models.gpt import GPT
 from minigen.models.seq2seq import Seq2Seq
 from minigen.tokenizers import load_tokenizer
@@ -140,14 +140,36 @@ def _load_experiment(name):
 
 
 @pytest.mark.parametrize("name, plots", [
-    ("long_range", ["long_range.png"]),
-    ("beam_search", ["beam_search.png", "beam_search_speed.png"]),
+    ("long_range", ["long_range_reverse.png", "long_range_reverse_curves.png", "long_range_lookback.png",
+                    "long_range_lookback_curves.png"]),
+    ("beam_search", ["beam_search.png", "beam_search_speed.png", "beam_search_length_penalty.png"]),
     ("cost", ["cost_training.png", "cost_generation.png"]),
+    ("scaling", ["scaling_length.png", "scaling_size.png", "scaling_context.png"]),
 ])
 def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
     _load_experiment(name).main(["--quick", "--out", str(tmp_path)])
-    table = (tmp_path / f"{name}.md").read_text()
-    assert table.startswith("| ") and table in capsys.readouterr().out
-    assert json.loads((tmp_path / f"{name}.json").read_text())["rows"]
+    text = (tmp_path / f"{name}.md").read_text()
+    assert re.search(r"^\|---\|", text, re.M) and text in capsys.readouterr().out
+    results = json.loads((tmp_path / f"{name}.json").read_text())
+    assert results["rows"]
+    if name != "cost":  # the experiments built on common.py record where they ran
+        assert results["machine"]["commit"] and results["machine"]["cores"] >= 1
+        assert f"commit {results['machine']['commit']}" in text
     for plot in plots:
         assert os.path.getsize(_written(tmp_path, plot)) > 0
+
+
+def test_train_until_plateau_stops_on_patience_and_keeps_the_best_model():
+    common = _load_experiment("common")
+    data = load_task("reverse", n_train=64, n_valid=8, n_test=4, min_len=1, max_len=4, alphabet="abc")
+    learner = common.seq2seq_learner(data, "bahdanau", embedding_size=8, hidden_size=16, batch_size=16)
+    plateau = common.Plateau(eval_interval=5, patience=2, max_steps=200, warmup_steps=2, learning_rate=1e-2)
+    record = common.train_until_plateau(learner, data.valid, plateau, log=None)
+    history = [h["valid_exact_match"] for h in record["history"]]
+    assert record["best_valid_exact_match"] == max(history)
+    assert record["steps"] == 5 * (len(history) - 1) <= 200
+    if record["stopped_by"] == "patience":  # the last two evaluations did not beat the best before them
+        assert max(history[-2:]) <= max(history[:-2])
+    # the model kept is the best one: validating it again gives the best exact match
+    predictions = learner.predict([s for s, _ in data.valid])
+    assert exact_match(predictions, [t for _, t in data.valid]) == record["best_valid_exact_match"]

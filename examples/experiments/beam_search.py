@@ -16,11 +16,15 @@ scores sum_logprobs / length ** length_penalty). The models:
 """
 import argparse
 import os
+import sys
 import string
 import time
 from dataclasses import asdict, replace
 
 import numpy as np
+
+# common.py sits beside this script (and puts the repository root on the path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS, Plateau, markdown_table, seq2seq_learner, train_until_plateau, write_results  # noqa: E402
 from minigen import plots  # noqa: E402

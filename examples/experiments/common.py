@@ -111,6 +111,7 @@ def train_until_plateau(learner, valid, plateau, log=print):
     validation, the best valid exact match, the step and training CPU seconds at which it first reached
     `plateau.target`, and the history. CPU time is the compute a run costs when it runs on one thread
     (NUMBA_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1), without the waits for a core shared with other jobs."""
+    log = log or (lambda *args: None)
     model, params = learner.model, list(learner.model.parameters())
     optimizer = optim.AdamW(adamw_param_groups(model, plateau.weight_decay), lr=plateau.learning_rate,
                             betas=(0.9, 0.99))
@@ -170,24 +171,30 @@ def mean_spread(values):
     return f"{np.mean(values):.1%} ± {(max(values) - min(values)) / 2:.1%}"
 
 
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+# the code a run ran is the checkout as it started (a long run may end after later commits)
+COMMIT_AT_START = _git("rev-parse", "--short", "HEAD")
+CHANGES_AT_START = bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
 def machine():
-    """Where and when a result was measured: CPU, cores, load, Python, NumPy, backend, git commit."""
+    """Where and when a result was measured: CPU, cores, load, Python, NumPy, backend, the git commit at start."""
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
     return {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cpu": cpu, "cores": os.cpu_count(),
             "load_average": [round(x, 1) for x in os.getloadavg()], "python": platform.python_version(),
-            "numpy": np.__version__, "backend": kernels.get_backend(), "commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "numpy": np.__version__, "backend": kernels.get_backend(), "commit": COMMIT_AT_START,
+            "uncommitted_changes": CHANGES_AT_START,
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
 
 

@@ -9,7 +9,7 @@ Three models with matched parameter counts, each trained until its validation ex
 
 Two tasks:
 
-- reverse: strings of 4 to 32 letters written backwards, test exact match by source length;
+- reverse: strings of 4 to 24 letters written backwards, test exact match by source length;
 - lookback: 24 random letters (of 10) then a symbol naming k (1 to 24); the answer is the letter k positions
   before the symbol. Test accuracy by distance k.
 
@@ -21,10 +21,14 @@ over seeds where a task runs several.
 """
 import argparse
 import os
+import sys
 import string
 from dataclasses import asdict
 
 import numpy as np
+
+# common.py sits beside this script (and puts the repository root on the path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (RESULTS, Plateau, bucket_exact_match, gpt_learner, markdown_table, mean_spread,  # noqa: E402
                     seq2seq_learner, train_until_plateau, write_results)
@@ -37,13 +41,13 @@ TASKS = {
     "lookback": {"buckets": ((1, 3), (4, 6), (7, 12), (13, 18), (19, 24)),
                  "key": lambda source: K_SYMBOLS.index(source[-1]) + 1, "axis": "distance k",
                  "options": {"length": 24, "max_k": 24, "alphabet": "abcdefghij"}},
-    "reverse": {"buckets": ((4, 8), (9, 16), (17, 24), (25, 32)), "key": len, "axis": "source length",
-                "options": {"min_len": 4, "max_len": 32}},
+    "reverse": {"buckets": ((4, 8), (9, 12), (13, 16), (17, 20), (21, 24)), "key": len, "axis": "source length",
+                "options": {"min_len": 4, "max_len": 24}},
 }
 # Sizes give the three models about the same number of parameters (about 100,000).
 SETTINGS = {
     "full": {"splits": dict(n_train=20000, n_valid=200, n_test=1000), "seeds": {"reverse": 1, "lookback": 2},
-             "plateau": Plateau(eval_interval=250, patience=4, max_steps=6000, n_valid=200),
+             "plateau": Plateau(eval_interval=250, patience=4, max_steps=5000, n_valid=200),
              "models": {"none": dict(embedding_size=32, hidden_size=112),
                         "bahdanau": dict(embedding_size=32, hidden_size=84),
                         "gpt": dict(n_layer=2, n_head=4, n_embd=64)}},

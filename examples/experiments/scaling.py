@@ -19,9 +19,13 @@ compute a step costs, without the time spent waiting for a core shared with othe
 """
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
+
+# common.py sits beside this script (and puts the repository root on the path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS, gpt_learner, markdown_table, seq2seq_learner, write_results  # noqa: E402
 from long_range import SETTINGS as LONG_RANGE  # noqa: E402
