@@ -43,10 +43,11 @@ REGIONS = {"train": (0.0, PRETRAIN_FRACTION), "valid": (PRETRAIN_FRACTION, 0.925
 LEARNING_RATE = {"from scratch": 1e-3, "pre-trained": 3e-4}
 
 SETTINGS = {
-    "full": {"side": 56, "far": 20000, "example_side": 31, "valid_pairs": 400, "test_pairs": 1000, "fim_examples": 300, "context": 48,
-             "seeds": (0,), "train": dict(batch_size=16, max_steps=600, eval_interval=100, patience=2)},
-    "quick": {"side": 12, "far": 500, "example_side": 8, "valid_pairs": 16, "test_pairs": 16, "fim_examples": 5, "context": 8,
-              "seeds": (0,), "train": dict(batch_size=4, max_steps=4, eval_interval=2, patience=2)},
+    "full": {"side": 56, "far": 20000, "example_side": 31, "valid_pairs": 300, "test_pairs": 1000,
+             "fim_examples": 300, "context": 48, "seeds": (0,),
+             "train": dict(batch_size=16, max_steps=400, eval_interval=100, patience=2)},
+    "quick": {"side": 12, "far": 500, "example_side": 8, "valid_pairs": 16, "test_pairs": 16, "fim_examples": 5,
+              "context": 8, "seeds": (0,), "train": dict(batch_size=4, max_steps=4, eval_interval=2, patience=2)},
 }
 
 
@@ -81,7 +82,8 @@ class PassagePairs:
 def encode(tokenizer, texts):
     """(ids, attention_mask), right-padded (the head reads the last real token)."""
     rows = [tokenizer.encode(t) for t in texts]
-    ids, mask = np.zeros((len(rows), max(map(len, rows))), np.int64), np.zeros((len(rows), max(map(len, rows))), np.int64)
+    ids = np.zeros((len(rows), max(map(len, rows))), np.int64)
+    mask = np.zeros_like(ids)
     for r, row in enumerate(rows):
         ids[r, :len(row)], mask[r, :len(row)] = row, 1
     return ids, mask
@@ -89,7 +91,8 @@ def encode(tokenizer, texts):
 
 @no_grad()
 def accuracy(model, tokenizer, texts, labels, batch=200):
-    predictions = [model(*encode(tokenizer, texts[i:i + batch]))[0].data.argmax(-1) for i in range(0, len(texts), batch)]
+    predictions = [model(*encode(tokenizer, texts[i:i + batch]))[0].data.argmax(-1)
+                   for i in range(0, len(texts), batch)]
     return float((np.concatenate(predictions) == labels).mean())
 
 
@@ -190,7 +193,8 @@ def pair_runs(record, out, name, directory, text, settings, **pairs):
         result = pair_run(name.split(" (")[0], directory, text, settings, seed, **pairs)
         record["rows"].append({"model": name, "seed": seed, **result})
         print(f"{name}, seed {seed}: test accuracy {result['test_accuracy']:.1%} (best validation "
-              f"{result['best']:.1%} at step {result['best_step']}, {result['steps']} steps, {result['seconds']:.0f} s)",
+              f"{result['best']:.1%} at step {result['best_step']}, {result['steps']} steps, "
+              f"{result['seconds']:.0f} s)",
               flush=True)
         write(out, record)
 
@@ -224,7 +228,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
     parser.add_argument("--out", default=RESULTS, help="directory for the table, json and plot (default: results/)")
     parser.add_argument("--checkpoints", default=None,
-                        help="where the pre-trained models are kept (default out-pretrained/; OUT/checkpoints with --quick)")
+                        help="where the pre-trained models are kept (default out-pretrained/; OUT/checkpoints "
+                             "with --quick)")
     args = parser.parse_args(argv)
     run(args.text, args.quick, args.out, args.checkpoints)
 

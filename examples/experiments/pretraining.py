@@ -204,7 +204,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
     parser.add_argument("--out", default=RESULTS, help="directory for the table, json and plot (default: results/)")
     parser.add_argument("--checkpoints", default=None,
-                        help="where the pre-trained model is kept (default out-pretrained/; OUT/checkpoints with --quick)")
+                        help="where the pre-trained model is kept (default out-pretrained/; OUT/checkpoints "
+                             "with --quick)")
     args = parser.parse_args(argv)
     run(args.text, args.quick, args.out, args.checkpoints)
 
