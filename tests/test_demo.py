@@ -145,6 +145,8 @@ def _load_experiment(name):
     ("beam_search", ["beam_search.png", "beam_search_speed.png", "beam_search_length_penalty.png"]),
     ("cost", ["cost_training.png", "cost_generation.png"]),
     ("scaling", ["scaling_length.png", "scaling_size.png", "scaling_context.png"]),
+    ("pretraining", ["pretraining.png"]),
+    ("pairs", ["pairs.png"]),
 ])
 def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
     _load_experiment(name).main(["--quick", "--out", str(tmp_path)])
