@@ -431,6 +431,24 @@ def test_sequence_classification_reads_the_last_real_token(gpt2_dir, model):
     np.testing.assert_array_equal(copied.transformer(ids).data, model.transformer(ids).data)
 
 
+def test_sequence_classification_learns_a_label_written_at_the_first_position():
+    # the label is read at the last token, so the body must learn to carry it there through attention
+    from minigen.models.gpt_tasks import GPTForSequenceClassification
+    minigen.manual_seed(0)
+    clf = GPTForSequenceClassification(GPTConfig(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                                                 bias=False), num_labels=2).train()
+    optimizer = AdamW(clf.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        ids = rng.integers(1, 8, (32, 12))
+        _, loss = clf(ids, labels=(ids[:, 0] < 4).astype(np.int64))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    ids = rng.integers(1, 8, (200, 12))
+    assert (clf.eval()(ids)[0].data.argmax(-1) == (ids[:, 0] < 4)).mean() > 0.95
+
+
 def test_fim_transform_is_prefix_suffix_middle():
     from minigen.models.gpt_tasks import fim_batch, fim_transform
     ids = np.arange(10, 30)
