@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import minigen as mg
 from minigen import kernels, nn
@@ -141,10 +141,16 @@ def test_generate_allocates_the_cache_once(checkpoint, monkeypatch):
     assert out.shape[1] <= 23 and created == [23] and grown == []
 
 
-def test_cached_decoding_matches_full_forward_logits(checkpoint):
-    """Each step's logits from the cache equal the full forward pass's at that position (float precision)."""
-    _, model = checkpoint
-    ids = np.random.default_rng(2).integers(0, CONFIG["vocab_size"], (2, 12))
+@pytest.mark.parametrize("rows", [1, 2])  # batch 1 decodes a block as one kernel (kernels.decode_block)
+@pytest.mark.parametrize("quantized", [False, True])
+def test_cached_decoding_matches_full_forward_logits(checkpoint, rows, quantized):
+    """Each step's logits from the cache equal the full forward pass's at that position (float precision), for
+    float and int8 weights; the cache holds the activations' float dtype, never the int8 of the weights."""
+    directory, model = checkpoint
+    if quantized:
+        model = GPT.from_pretrained(directory, quantize="int8")
+        assert model.transformer.new_cache(1, 4).keys.dtype == np.float32
+    ids = np.random.default_rng(2).integers(0, CONFIG["vocab_size"], (rows, 12))
     full = model(ids)[0].data
     state, prefix = model.start_decoding(ids[:, :5], max_length=12)
     logits, state = model.decode_step(prefix, state)
@@ -215,6 +221,54 @@ def test_int8_linear_input_gradient_checks(rng=np.random.default_rng(9)):
         return nn.functional.linear_gelu(x, mg.tensor(q), mg.tensor(bias), "tanh", scale.astype(np.float64))
 
     check_gradients(call_gelu, [rng.standard_normal((2, 7))], {}, rng)
+
+
+@st.composite
+def decode_blocks(draw):
+    """A GPT block's arrays for kernels.decode_block: float32/float64, or int8 weights with scales; weights as
+    PyTorch lays them out or as transposed views of GPT-2's Conv1D arrays; with and without biases."""
+    B, H, D = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.sampled_from([1, 4, 9, 16]))
+    past, spare = draw(st.integers(0, 20)), draw(st.integers(0, 3))
+    kind = draw(st.sampled_from(["float32", "float64", "int8"]))
+    conv1d, bias, approximate = draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from(["tanh", "none"]))
+    seed = draw(st.integers(0, 2 ** 16))
+    return B, H, D, past, spare, kind, conv1d, bias, approximate, seed
+
+
+def _decode_block_inputs(B, H, D, past, spare, kind, conv1d, bias, seed):
+    rng = np.random.default_rng(seed)
+    C, dt = H * D, np.float64 if kind == "float64" else np.float32
+
+    def vector(n):
+        return rng.standard_normal(n).astype(dt) if bias else None
+
+    def linear(n_out, n_in):
+        weight = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dt)
+        if kind == "int8":
+            q, scale = numpy_kernels.quantize_int8(weight)
+            return q, vector(n_out), scale
+        return (np.ascontiguousarray(weight.T).T if conv1d else weight), vector(n_out), None
+
+    norm = (1 + 0.1 * rng.standard_normal(C).astype(dt), vector(C))
+    weights = (norm, linear(3 * C, C), linear(C, C), norm, linear(4 * C, C), linear(C, 4 * C))
+    keys, values = (rng.standard_normal((B, H, past + 1 + spare, D)).astype(dt) for _ in range(2))
+    return rng.standard_normal((B, C)).astype(dt), weights, keys, values
+
+
+@given(decode_blocks())
+@settings(max_examples=40, deadline=None)
+def test_decode_block_equals_the_reference(case):
+    """The fused decoding step of a block against its NumPy composition: the new x, and the cache written at
+    position `past` only."""
+    B, H, D, past, spare, kind, conv1d, bias, approximate, seed = case
+    x, weights, keys, values = _decode_block_inputs(B, H, D, past, spare, kind, conv1d, bias, seed)
+    keys_ref, values_ref = keys.copy(), values.copy()
+    expected = numpy_kernels.decode_block(x, weights, keys_ref, values_ref, past + 1, H, 1e-5, approximate)
+    got = kernels.decode_block(x, weights, keys, values, past + 1, H, 1e-5, approximate)
+    tol = 1e-10 if kind == "float64" else 2e-4
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(keys, keys_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(values, values_ref, rtol=tol, atol=tol)
 
 
 # ----- quantized models --------------------------------------------------------------------------------------

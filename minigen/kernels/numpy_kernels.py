@@ -362,3 +362,28 @@ def dequantize_int8(q, scale):
 def int8_linear_forward(x, q, scale, bias):
     """A Linear layer on 2-D float32 x with an int8 weight: x @ dequantize_int8(q, scale).T + bias (bias may be None)."""
     return linear_forward(x, dequantize_int8(q, scale), bias)
+
+
+# ----- a GPT block's decoding step ---------------------------------------------------------
+def decode_block(x, weights, keys, values, length, n_head, eps, approximate):
+    """One position of a pre-LayerNorm GPT block for each row of x (B, C), the new token of a decoding step:
+
+        x = x + proj(attention(attn(ln_1(x)))),  then  x + mlp(gelu(fc(ln_2(x))))
+
+    weights = (ln_1, attn, proj, ln_2, fc, mlp): LayerNorms as (weight, bias), Linear layers as (weight (N, K),
+    bias, scale), bias None when absent, scale an int8 weight's (see `quantize_int8`) or None. keys, values
+    (B, H, capacity, D) are a KV cache's buffers: the new keys and values are stored at position length - 1 and
+    the query attends positions 0 .. length - 1. Returns the new x (B, C)."""
+    ln_1, attn, proj, ln_2, fc, mlp = weights
+
+    def linear(h, weight, bias, scale):
+        return linear_forward(h, weight, bias) if scale is None else int8_linear_forward(h, weight, scale, bias)
+
+    B, C = x.shape
+    qkv = linear(layer_norm_forward(x, *ln_1, eps)[0], *attn)
+    q, k, v = packed_heads(qkv[:, None], 3, n_head)
+    keys[:, :, length - 1:length], values[:, :, length - 1:length] = k, v
+    out, _ = cached_attention_forward(q, keys, values, length, None, 1.0 / math.sqrt(C // n_head))
+    x = x + linear(out.reshape(B, C), *proj)  # out (B, H, 1, D): one position, so (B, C) as it lies
+    h = linear(layer_norm_forward(x, *ln_2, eps)[0], *fc)
+    return x + linear(gelu_forward(h, approximate), *mlp)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .. import nn
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..generation import check_attention_mask, generate
 from ..nn import functional as F
 from .. import kernels
@@ -154,6 +154,23 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache, padding)
         return x + self.mlp(self.ln_2(x))
 
+    def decode(self, x, cache):
+        """forward for one new position per row of the array x (B, C), a decoding step without a graph: the whole
+        block as one kernel (`kernels.decode_block`), which stores the new keys and values in `cache`."""
+        def linear(layer):
+            return layer.weight.data, _data(layer.bias), _data(layer.weight_scale)
+        attn, mlp = self.attn, self.mlp
+        weights = ((self.ln_1.weight.data, _data(self.ln_1.bias)), linear(attn.c_attn), linear(attn.c_proj),
+                   (self.ln_2.weight.data, _data(self.ln_2.bias)), linear(mlp.c_fc), linear(mlp.c_proj))
+        i = attn.layer_index
+        return kernels.decode_block(x, weights, cache.keys[i], cache.values[i], cache.length + 1, attn.n_head,
+                                    self.ln_1.eps, mlp.approximate)
+
+
+def _data(value):
+    """The array of a parameter or buffer (a Tensor or an array), or None."""
+    return value.data if isinstance(value, Tensor) else value
+
 
 class Transformer(nn.Module):
     """The GPT body under GPT-2's names (wte, wpe, h, ln_f): token ids -> final hidden states."""
@@ -220,9 +237,17 @@ class Transformer(nn.Module):
                 raise ValueError(f"attention_mask must have shape {(B, past + T)} (batch, past + new tokens), "
                                  f"got {padding.shape}")
         x = self.wte(ids) + self.wpe(position_ids)
-        x = F.dropout(x, self.config.dropout, self.training)
-        for block in self.h:
-            x = block(x, cache, padding)
+        if cache is not None and B == T == 1 and padding is None and not (self.training or is_grad_enabled()):
+            # batch-1 decoding: a block is one kernel call on arrays (the step's time is reading the weights)
+            cache.make_room(1)
+            h = x.data[:, 0]
+            for block in self.h:
+                h = block.decode(h, cache)
+            x = Tensor(h[:, None])
+        else:
+            x = F.dropout(x, self.config.dropout, self.training)
+            for block in self.h:
+                x = block(x, cache, padding)
         if cache is not None:
             cache.advance(T)
         return self.ln_f(x)
@@ -231,7 +256,7 @@ class Transformer(nn.Module):
         """An empty KVCache for `batch_size` sequences of up to `capacity` positions (at most block_size)."""
         c = self.config
         return KVCache(c.n_layer, batch_size, c.n_head, c.n_embd // c.n_head, min(capacity, c.block_size),
-                       self.wte.weight.dtype)
+                       self.ln_f.weight.dtype)  # the activations' dtype (the embeddings may be int8)
 
 
 def init_gpt2_weights(module, n_layer):
@@ -276,9 +301,9 @@ class GPT(nn.Module):
         return F.linear(h, layer.weight, weight_scale=layer.weight_scale)
 
     def quantize(self, method="int8"):
-        """Weight-only int8 for inference, in place: every Linear and the token embedding (so the tied head
-        too) hold int8 weights with a float32 scale per row (see `nn.quantize`); LayerNorms, biases and
-        position embeddings stay float32. Returns the model."""
+        """Weight-only int8 for inference, in place: every Linear and both embeddings (so the tied head too)
+        hold int8 weights with a float32 scale per row (see `nn.quantize`); LayerNorms, biases, activations and
+        the KV cache stay float32. Returns the model."""
         if method != "int8":
             raise ValueError(f"quantize: method must be 'int8', got {method!r}")
         return quantization.quantize_int8_(self)

@@ -40,11 +40,16 @@ class KVCache:
         if k.shape != expected or v.shape != expected:
             raise ValueError(f"KVCache.update: keys and values must have shape {expected} (batch, heads, new "
                              f"positions, head_dim), got {k.shape} and {v.shape}")
-        if end > self.capacity:
-            self._grow(end)
+        self.make_room(k.shape[2])
         self.keys[layer, :, :, self.length:end] = k
         self.values[layer, :, :, self.length:end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def make_room(self, steps):
+        """Grow the arrays (doubling) unless `steps` more positions fit; `update` calls it, and so does a kernel's
+        caller that writes them into the buffers itself (`kernels.decode_block`)."""
+        if self.length + steps > self.capacity:
+            self._grow(self.length + steps)
 
     def advance(self, steps):
         """Count `steps` new positions as filled, after every layer has stored them."""
