@@ -6,7 +6,8 @@
 Each measurement runs in its own process (benchmarks/bench_training.py as a worker); the sides
 (minigen on Numba, minigen on NumPy, PyTorch) take turns A B C A B C ... for `--repeats` rounds and the
 medians are reported with their ratios to PyTorch. benchmarks/bench_kernels.py and
-benchmarks/bench_generation.py, when present, are run too and their output is included.
+benchmarks/bench_generation.py and benchmarks/bench_seq2seq.py (Seq2Seq decoding against PyTorch), when present,
+are run too and their output is included.
 """
 import argparse
 import importlib.util
@@ -18,11 +19,12 @@ import time
 from minigen.bench import CASES, SIDES, add_arguments
 
 from . import common
-from .bench_training import GENERATE, GPT_SHAPES, STEPS
+from .bench_training import GENERATE, GPT_SHAPES, STEPS, WINDOWS
 
 DEFAULT_TEXT = os.path.join(os.path.dirname(common.REPO), "shared", "data", "tinyshakespeare.txt")
 KERNELS_SCRIPT = os.path.join(common.REPO, "benchmarks", "bench_kernels.py")
 KV_CACHE_SCRIPT = os.path.join(common.REPO, "benchmarks", "bench_generation.py")
+SEQ2SEQ_DECODE_SCRIPT = os.path.join(common.REPO, "benchmarks", "bench_seq2seq.py")
 MODEL_CASES = tuple(STEPS)
 COLUMNS = {"minigen-numba": "minigen (Numba)", "minigen-numpy": "minigen (NumPy)", "torch": "PyTorch"}
 BUSY_LOAD = 0.5  # load average per core above which the report warns that the figures are unreliable
@@ -64,7 +66,8 @@ def definitions(cases, text, quick):
             "seq2seq": "- **Seq2Seq**: `minigen train seq2seq` defaults on the dates task: bidirectional GRU encoder "
                        "(hidden 256), Bahdanau attention, GRUCell decoder with input feeding, embeddings 64, batch 64 "
                        "(length-bucketed), teacher forcing, clipping 1.0, AdamW; target tokens (eos included) per "
-                       f"second, {steps('seq2seq', quick)}. PyTorch: the same model with nn.GRU over packed "
+                       f"second, {steps('seq2seq', quick)}, timed in {WINDOWS['seq2seq']} windows of equal steps "
+                       "whose median is the run's figure. PyTorch: the same model with nn.GRU over packed "
                        "sequences and nn.GRUCell (benchmarks/torch_reference.py)."}
     return [rows[case] for case in MODEL_CASES if case in cases]
 
@@ -141,6 +144,11 @@ def kv_cache_section(args):
     return run_script(KV_CACHE_SCRIPT, argv, args, lambda out: ["```text", *out.strip().splitlines(), "```"])
 
 
+def seq2seq_decode_section(args):
+    argv = ["--rounds", str(args.repeats)] + (["--quick"] if args.quick else [])
+    return run_script(SEQ2SEQ_DECODE_SCRIPT, argv, args, lambda out: ["```text", *out.strip().splitlines(), "```"])
+
+
 def installed(name):
     return importlib.util.find_spec(name) is not None
 
@@ -156,11 +164,20 @@ def throughput_table(results, sides):
         if case not in results:
             continue
         medians = {s: common.median_of(results[case].get(s, []), "rate") for s in sides}
-        row = [TITLES[case]] + [common.number(medians[s]) if s in results[case] else "n/a" for s in sides]
+        row = [TITLES[case]] + [with_spread(medians[s], results[case][s]) if s in results[case] else "n/a"
+                                for s in sides]
         if "torch" in sides:
             row += [common.ratio(medians[s], medians["torch"]) for s in minigen]
         rows.append(row)
     return common.table(headers, rows)
+
+
+def with_spread(median, runs):
+    """The median and, over several runs, the slowest and fastest run: `12,345 (11,900-12,600)`."""
+    rates = [r["rate"] for r in runs if "rate" in r]
+    if len(rates) < 2:
+        return common.number(median)
+    return f"{common.number(median)} ({common.number(min(rates))}-{common.number(max(rates))})"
 
 
 def startup_table(results, sides):
@@ -212,7 +229,8 @@ def report(args, sides, text, results, sections, problems, run):
     threads = f"{args.threads} per library (--threads)" if args.threads else "each library's default"
     lines += [f"- Load average (1 min): {loads[0]:.1f} at the start, {loads[1]:.1f} at the end (the benchmark's own "
               f"processes included); threads: {threads}",
-              f"- Medians of {args.repeats} run(s) per side; every run is a fresh process and the sides take turns "
+              f"- Medians of {args.repeats} run(s) per side (the slowest and fastest run in brackets); every run is a "
+              f"fresh process and the sides take turns "
               f"({', '.join(sides)}, ...). Ratios are minigen / PyTorch throughput: above 1.00x minigen is faster.",
               f"- Started {run['started']}: `python -m benchmarks {' '.join(run['argv'])}`", ""]
     if results:
@@ -255,7 +273,9 @@ def main(argv=None):
         results[case] = run_case(case, sides, args, text)
         problems += [e for by_side in results[case].values() for e in common.errors(by_side)]
     for case, title, section in (("kernels", "Kernels (benchmarks/bench_kernels.py)", kernel_section),
-                                 ("kv-cache", "KV cache (benchmarks/bench_generation.py)", kv_cache_section)):
+                                 ("kv-cache", "KV cache (benchmarks/bench_generation.py)", kv_cache_section),
+                                 ("seq2seq-decode", "Seq2Seq decoding (benchmarks/bench_seq2seq.py)",
+                                  seq2seq_decode_section)):
         if case in cases:
             body, problem = section(args)
             sections.append((title, body))

@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -35,10 +36,13 @@ VOCAB = 65  # random-token batches: the size of tinyshakespeare's character voca
 
 # (warm-up steps, timed steps) per case; for `generate`, (warm-up tokens, timed new tokens). About 3 s (small)
 # and 8 s (medium) of timed steps: shorter windows varied by 10-15% from run to run on the 2-core machine.
+# Seq2Seq steps differ in length (length-bucketed batches): 15 steps gave runs of one side 1.5-9x apart, so
+# its timed steps are split into WINDOWS windows over the same batches, and the median window is reported.
 STEPS = {"gpt-small": {"full": (3, 100), "quick": (1, 2)},
          "gpt-medium": {"full": (2, 12), "quick": (1, 1)},
-         "seq2seq": {"full": (2, 15), "quick": (1, 2)},
+         "seq2seq": {"full": (3, 100), "quick": (1, 2)},
          "generate": {"full": (8, 200), "quick": (4, 16)}}
+WINDOWS = {"seq2seq": 5}
 CASES = tuple(STEPS)
 
 
@@ -64,27 +68,34 @@ def profiled(function, top):
     return result
 
 
-def train(step, batches, warmup, tokens_of, top):
-    """Time training steps: the first warm-up step alone, the other warm-ups untimed, then the rest.
-    `step(batch)` returns the loss as a float; tokens_of(batch) counts the tokens of a batch."""
+def train(step, batches, warmup, tokens_of, top, windows=1):
+    """Time training steps: the first warm-up step alone, the other warm-ups untimed, then the rest in
+    `windows` consecutive windows of equal steps. The rate is the median window's; `spread` holds the slowest
+    and fastest window. `step(batch)` returns the loss as a float; tokens_of(batch) counts a batch's tokens."""
     start = time.perf_counter()
     step(batches[0])
     first = time.perf_counter() - start
     for batch in batches[1:warmup]:
         step(batch)
+    timed_batches = batches[warmup:]
+    size = max(1, len(timed_batches) // windows)
+    parts = [timed_batches[i:i + size] for i in range(0, size * (len(timed_batches) // size), size)]
 
     def timed():
-        start = time.perf_counter()
-        loss = [step(batch) for batch in batches[warmup:]][-1]
-        return time.perf_counter() - start, loss
+        spans = []
+        for part in parts:
+            start = time.perf_counter()
+            loss = [step(batch) for batch in part][-1]
+            spans.append(time.perf_counter() - start)
+        return spans, loss
 
-    seconds, loss = profiled(timed, top)
+    spans, loss = profiled(timed, top)
     if not math.isfinite(loss):
         raise FloatingPointError(f"the loss became {loss}")
-    tokens = sum(tokens_of(batch) for batch in batches[warmup:])
-    steps = len(batches) - warmup
-    return {"rate": tokens / seconds, "unit": "tokens/s", "step_ms": 1e3 * seconds / steps, "steps": steps,
-            "first_step": first, "loss": loss}
+    rates = sorted(sum(tokens_of(b) for b in part) / seconds for part, seconds in zip(parts, spans))
+    steps = sum(len(part) for part in parts)
+    return {"rate": statistics.median(rates), "spread": [rates[0], rates[-1]], "unit": "tokens/s", "step_ms": 1e3 * sum(spans) / steps,
+            "steps": steps, "first_step": first, "loss": loss}
 
 
 # ----- GPT --------------------------------------------------------------------------------------------
@@ -178,7 +189,8 @@ def seq2seq_case(args, framework):
     else:
         step = seq2seq_step_minigen(framework, sizes, data)
     # target tokens: the target characters and eos of every row
-    return train(step, batches, args.warmup, lambda batch: int(batch["tgt_lengths"].sum()), args.profile)
+    return train(step, batches, args.warmup, lambda batch: int(batch["tgt_lengths"].sum()), args.profile,
+                 WINDOWS["seq2seq"])
 
 
 def seq2seq_step_minigen(mg, sizes, data):

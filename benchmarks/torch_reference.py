@@ -90,7 +90,8 @@ class Seq2Seq(nn.Module):
         self.v = nn.Linear(hidden_size, 1, bias=False)
         self.out = nn.Linear(2 * hidden_size, tgt_vocab_size)
 
-    def forward(self, src, src_lengths, tgt_in):
+    def encode(self, src, src_lengths):
+        """(outputs (B, S, H), keys U(outputs), padding mask (B, S), the decoder's first state h (B, H))."""
         B, S = src.shape
         packed = nn.utils.rnn.pack_padded_sequence(self.src_embedding(src), src_lengths, batch_first=True,
                                                    enforce_sorted=False)
@@ -98,16 +99,86 @@ class Seq2Seq(nn.Module):
         outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=S)
         h = torch.tanh(self.bridge(h_n.permute(1, 0, 2).reshape(B, -1)))
         mask = torch.arange(S)[None, :] >= src_lengths[:, None]
-        keys = self.U(outputs)
-        context = outputs.new_zeros(B, outputs.shape[2])
+        return outputs, self.U(outputs), mask, h
+
+    def step(self, tokens, h, context, outputs, keys, mask):
+        """One decoder step: the new state and context (input feeding of the previous context)."""
+        h = self.decoder(torch.cat([self.tgt_embedding(tokens), context], dim=-1), h)
+        scores = self.v(torch.tanh(self.W(h).unsqueeze(1) + keys)).squeeze(-1).masked_fill(mask, MASKED_SCORE)
+        weights = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
+        return h, torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
+
+    def forward(self, src, src_lengths, tgt_in):
+        outputs, keys, mask, h = self.encode(src, src_lengths)
+        context = outputs.new_zeros(outputs.shape[0], outputs.shape[2])
         features = []
         for t in range(tgt_in.shape[1]):
-            h = self.decoder(torch.cat([self.tgt_embedding(tgt_in[:, t]), context], dim=-1), h)
-            scores = self.v(torch.tanh(self.W(h).unsqueeze(1) + keys)).squeeze(-1).masked_fill(mask, MASKED_SCORE)
-            weights = torch.softmax(scores, dim=-1).masked_fill(mask, 0.0)
-            context = torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
+            h, context = self.step(tgt_in[:, t], h, context, outputs, keys, mask)
             features.append(torch.cat([h, context], dim=-1))
         return self.out(torch.stack(features, dim=1))
+
+    @torch.no_grad()
+    def greedy(self, src, src_lengths, bos_id, eos_id, pad_id, max_length):
+        """Greedy decoding (B, <= max_length) from a bos column; finished rows are padded with pad_id."""
+        outputs, keys, mask, h = self.encode(src, src_lengths)
+        context = outputs.new_zeros(outputs.shape[0], outputs.shape[2])
+        tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long)
+        sequences, unfinished = [tokens], torch.ones(src.shape[0], dtype=torch.bool)
+        while len(sequences) < max_length and unfinished.any():
+            h, context = self.step(tokens, h, context, outputs, keys, mask)
+            tokens = self.out(torch.cat([h, context], dim=-1)).argmax(dim=-1)
+            tokens = torch.where(unfinished, tokens, pad_id)
+            unfinished &= tokens != eos_id
+            sequences.append(tokens)
+        return torch.stack(sequences, dim=1)
+
+    @torch.no_grad()
+    def beam_search(self, src, src_lengths, num_beams, bos_id, eos_id, pad_id, max_length):
+        """Batched beam search with Hugging Face's rules (length_penalty 1, early_stopping False), as minigen's
+        generate: each step ranks the beams * V continuations of a row and keeps the best 2 * beams; the best
+        beams that do not end go on, those among the top beams that end join the row's finished hypotheses
+        (best beams kept, scored by sum of log-probabilities / generated length); a row stops taking them
+        once its best running beam cannot beat the worst kept. Returns the best hypothesis of each row."""
+        B, K = src.shape[0], num_beams
+        outputs, keys, mask, h = self.encode(src, src_lengths)
+        flat = torch.arange(B).repeat_interleave(K)
+        outputs, keys, mask, h = outputs[flat], keys[flat], mask[flat], h[flat]
+        context = outputs.new_zeros(B * K, outputs.shape[2])
+        row = torch.arange(B)[:, None]
+        running = torch.full((B, K, max_length), pad_id, dtype=torch.long)
+        running[:, :, 0] = bos_id
+        running_scores = torch.full((B, K), -math.inf, dtype=torch.float64)
+        running_scores[:, 0] = 0.0
+        finished = running.clone()
+        finished_scores = torch.full((B, K), -math.inf, dtype=torch.float64)
+        finished_length = torch.ones((B, K), dtype=torch.long)
+        can_improve = torch.ones(B, dtype=torch.bool)
+        for cur in range(1, max_length):
+            h, context = self.step(running[:, :, cur - 1].reshape(-1), h, context, outputs, keys, mask)
+            log_probs = torch.log_softmax(self.out(torch.cat([h, context], dim=-1)).double(), dim=-1)
+            V = log_probs.shape[1]
+            totals = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
+            top_scores, picked = totals.topk(2 * K, dim=1)
+            source, tokens = picked // V, picked % V
+            candidates = running[row, source]
+            candidates[:, :, cur] = tokens
+            ended = (tokens == eos_id) | (cur + 1 >= max_length)
+            keep = torch.sort(ended.byte(), dim=1, stable=True).indices[:, :K]
+            running = candidates[row, keep]
+            running_scores = torch.where(ended[row, keep], -math.inf, top_scores[row, keep])
+            parents = (source[row, keep] + row * K).reshape(-1)
+            h, context = h[parents], context[parents]
+            eligible = ended & (torch.arange(2 * K) < K) & torch.isfinite(top_scores) & can_improve[:, None]
+            merged = torch.cat([finished_scores, torch.where(eligible, top_scores / cur, -math.inf)], dim=1)
+            best = torch.sort(merged, dim=1, descending=True, stable=True).indices[:, :K]
+            finished = torch.cat([finished, candidates], dim=1)[row, best]
+            finished_scores = merged[row, best]
+            finished_length = torch.cat([finished_length, torch.full((B, 2 * K), cur + 1)], dim=1)[row, best]
+            worst_kept = finished_scores.min(dim=1).values  # -inf until K hypotheses are kept
+            can_improve &= running_scores[:, 0] / cur > worst_kept
+            if not can_improve.any() or ended.all():
+                break
+        return finished[:, 0, :int(finished_length[:, 0].max())]
 
 
 def adamw_param_groups(model, weight_decay):

@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 # What `--only` selects. The training cases report minigen (Numba and NumPy backends) against PyTorch;
-# `kernels` and `kv-cache` run benchmarks/bench_kernels.py and benchmarks/bench_generation.py.
-CASES = ("gpt-small", "gpt-medium", "generate", "seq2seq", "kernels", "kv-cache")
+# `kernels`, `kv-cache` and `seq2seq-decode` run benchmarks/bench_kernels.py, benchmarks/bench_generation.py and
+# benchmarks/bench_seq2seq.py.
+CASES = ("gpt-small", "gpt-medium", "generate", "seq2seq", "kernels", "kv-cache", "seq2seq-decode")
 SIDES = ("minigen-numba", "minigen-numpy", "torch")
 
 
