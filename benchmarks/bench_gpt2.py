@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_gpt2 [--case gpt2-small|gpt2-medium] [--rounds 3] [--new-tokens 128]
                                     [--directory DIR] [--no-transformers] [--quick]
+                                    [--only load prefill decode decode8 rss]
 
 The checkpoint is GPT-2-shaped with random weights (no hub): written by transformers' `save_pretrained` when
 it is installed, else by minigen's own. Every measurement runs in a fresh process, the sides alternate round
@@ -38,6 +39,8 @@ CASES = {"gpt2-small": dict(n_layer=12, n_head=12, n_embd=768),
          "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
          "tiny": dict(n_layer=2, n_head=2, n_embd=64)}  # --quick: the benchmark's own test
 SIDES = ("minigen", "minigen-int8", "transformers")
+TASKS = {"load": ("load", 1), "prefill": ("prefill", 1), "decode": ("decode", 1), "decode8": ("decode", 8),
+         "rss": ("rss", 1)}
 PROMPT = 8
 
 
@@ -180,6 +183,8 @@ def main():
     parser.add_argument("--directory", help="reuse (or write) the checkpoint here instead of a temporary directory")
     parser.add_argument("--no-transformers", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a 2-layer model, 1 round, 8 tokens (a smoke run)")
+    parser.add_argument("--only", nargs="+", choices=TASKS, default=list(TASKS),
+                        help="measure only these (the bandwidth is always measured)")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
@@ -197,7 +202,7 @@ def main():
         else:
             writer = "an existing directory"
         f32_bytes, int8_bytes = weight_bytes(directory)
-        tasks = [("bandwidth", 1), ("load", 1), ("prefill", 1), ("decode", 1), ("decode", 8), ("rss", 1)]
+        tasks = [("bandwidth", 1)] + [TASKS[name] for name in args.only]
         results = {(s, t, r): [] for s in sides for t, r in tasks}
         for round_ in range(rounds):
             for task, rows in tasks:
@@ -219,12 +224,15 @@ def main():
             "tokens_per_second", 0), ("decode batch 1, tokens/s", "decode", 1, "tokens_per_second", 1),
             ("decode batch 8, tokens/s", "decode", 8, "tokens_per_second", 1),
             ("peak RSS generating 256 tokens, MiB", "rss", 1, "peak_rss_mib", 0)]
+    rows = [row for row in rows if results.get((sides[0], row[1], row[2]))]
     print(f"{'':38}" + "".join(f"{s:>28}" for s in sides))
     for label, task, n, key, digits in rows:
         print(f"{label:38}" + "".join(f"{summary([r[key] for r in results[(s, task, n)]], digits):>28}"
                                       for s in sides))
     med = {(s, t, n): statistics.median([r[k] for r in results[(s, t, n)]]) for s in sides
            for _, t, n, k, _ in rows}
+    if not results.get(("minigen", "decode", 1)):
+        return
     print(f"minigen float32 batch-1 decoding: {med[('minigen', 'decode', 1)] / (bw * 1e9 / f32_bytes):.0%} of the "
           f"bandwidth limit; int8: {med[('minigen-int8', 'decode', 1)] / (bw * 1e9 / int8_bytes):.0%} of its limit, "
           f"{med[('minigen-int8', 'decode', 1)] / med[('minigen', 'decode', 1)]:.2f}x float32")
