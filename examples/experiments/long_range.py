@@ -18,12 +18,13 @@ seconds (validation included), the steps and CPU seconds at which validation exa
 over seeds where a task runs several.
 
     python examples/experiments/long_range.py [--quick] [--out DIR] [--seeds N]
+    python examples/experiments/long_range.py --tasks lookback --models gpt --patience 20 --name NAME  # one part
 """
 import argparse
 import os
 import sys
 import string
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -120,39 +121,42 @@ def task_table(task, rows, target):
     return markdown_table(header, body)
 
 
-def save_plots(out, results):
+def save_plots(out, name, results):
     paths = []
     for task, rows in results.items():
         spec = TASKS[task]
         labels = [f"{low}-{high}" for low, high in spec["buckets"]]
         middles = [(low + high) / 2 for low, high in spec["buckets"]]
-        curves = {name: (middles, [np.mean([r["test"][b] for r in records]) for b in labels])
-                  for name, records in rows.items()}
-        paths.append(plots.save_loss_curves(curves, os.path.join(out, f"long_range_{task}.png"),
+        curves = {model: (middles, [np.mean([r["test"][b] for r in records]) for b in labels])
+                  for model, records in rows.items()}
+        paths.append(plots.save_loss_curves(curves, os.path.join(out, f"{name}_{task}.png"),
                                             title=f"{task}: test exact match by {spec['axis']}",
                                             xlabel=f"{spec['axis']} (bucket middle)", ylabel="test exact match"))
-        learning = {name: ([h["train_cpu_seconds"] for h in records[0]["history"]],
-                           [h["valid_exact_match"] for h in records[0]["history"]]) for name, records in rows.items()}
-        paths.append(plots.save_loss_curves(learning, os.path.join(out, f"long_range_{task}_curves.png"),
+        learning = {model: ([h["train_cpu_seconds"] for h in records[0]["history"]],
+                            [h["valid_exact_match"] for h in records[0]["history"]]) for model, records in rows.items()}
+        paths.append(plots.save_loss_curves(learning, os.path.join(out, f"{name}_{task}_curves.png"),
                                             title=f"{task}: validation exact match while training (seed 0)",
                                             xlabel="training CPU seconds", ylabel="valid exact match"))
     return paths
 
 
-def run(quick=False, out=RESULTS, seeds=None):
-    settings = SETTINGS["quick" if quick else "full"]
-    plateau = settings["plateau"]
+def run(quick=False, out=RESULTS, seeds=None, tasks=tuple(TASKS), models=tuple(NAMES), patience=None,
+        name="long_range"):
+    """Train and test `models` on `tasks`; write OUT/NAME.md, .json and the plots after each task."""
+    settings = dict(SETTINGS["quick" if quick else "full"])
+    settings["models"] = {kind: sizes for kind, sizes in settings["models"].items() if kind in models}
+    plateau = settings["plateau"] = replace(settings["plateau"], patience=patience or settings["plateau"].patience)
     results = {}
-    for task in TASKS:  # the results so far are written after each task
+    for task in tasks:
         results[task] = run_task(task, settings, seeds or settings["seeds"][task])
         text = "\n\n".join(f"{name}: test exact match by {TASKS[name]['axis']}\n\n"
                            + task_table(name, rows, plateau.target) for name, rows in results.items())
-        write_results(out, "long_range", text, {"quick": quick, "plateau": asdict(plateau),
+        write_results(out, name, text, {"quick": quick, "plateau": asdict(plateau),
                                                 "tasks": {t: {k: v for k, v in spec.items() if k != "key"}
                                                           for t, spec in TASKS.items()},
                                                 "models": settings["models"], "rows": results})
-        paths = save_plots(out, results)
-    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, long_range.md and long_range.json to {out}")
+        paths = save_plots(out, name, results)
+    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, {name}.md and {name}.json to {out}")
     return results
 
 
@@ -161,8 +165,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
     parser.add_argument("--out", default=RESULTS, help="directory for the tables and plots (default: results/)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default: 1 reverse, 2 lookback)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=tuple(TASKS))
+    parser.add_argument("--models", nargs="+", choices=NAMES, default=tuple(NAMES))
+    parser.add_argument("--patience", type=int, default=None, help="evaluations without improvement (default 4)")
+    parser.add_argument("--name", default="long_range", help="file name of the results (default long_range)")
     args = parser.parse_args(argv)
-    run(args.quick, args.out, args.seeds)
+    run(args.quick, args.out, args.seeds, args.tasks, args.models, args.patience, args.name)
 
 
 if __name__ == "__main__":
