@@ -4,8 +4,8 @@ A character GPT (4 layers, 4 heads, width 128) is pre-trained once on the first 
 The last 15% -- plays the pre-training never saw -- is the downstream text: its last 30,000 characters
 validate, the first N characters of the rest train, for several N. For each N and seed the same GPT is
 trained on those N characters twice, from the pre-trained weights and from a random initialisation, until
-its validation loss stops improving (patience on evaluations, with a step cap); the best validation loss is
-reported, with the steps and seconds it took.
+its validation loss stops improving (patience of 3 evaluations, every 20 to 100 steps, more often for small
+texts; 800 steps at most); the best validation loss is reported, with the steps and seconds it took.
 
     python examples/experiments/pretraining.py --text ../shared/data/tinyshakespeare.txt [--quick] [--out DIR]
         [--checkpoints DIR]
@@ -43,7 +43,7 @@ SETTINGS = {
     "full": {"pretrain": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=8, max_iters=800,
                               lr_decay_iters=800, eval_interval=400, eval_iters=10),
              "valid_chars": 30000, "sizes": (2000, 8000, 32000, 128000), "seeds": (0, 1, 2),
-             "finetune": dict(block_size=64, batch_size=12, max_steps=800, eval_interval=100, patience=2,
+             "finetune": dict(block_size=64, batch_size=12, max_steps=800, eval_interval=100, patience=3,
                               valid_batches=12)},
     "quick": {"pretrain": dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, max_iters=6,
                                warmup_iters=2, lr_decay_iters=6, eval_interval=6, eval_iters=2),
@@ -134,13 +134,14 @@ def downstream_run(model, train_ids, valid_batches, learning_rate, seed, setting
     """Train `model` as a language model on `train_ids` until the loss on `valid_batches` stops improving."""
     rng = np.random.default_rng(seed)
     block, batch = settings["block_size"], settings["batch_size"]
+    # a small text is overfitted within a few epochs: evaluate every epoch, but every 20 to eval_interval steps
+    eval_interval = min(settings["eval_interval"], max(20, len(train_ids) // (block * batch)))
 
     def validate():
         return float(np.mean([model(x, y)[1].item() for x, y in valid_batches]))
     return fit_until_plateau(model, lambda step: (model(*random_text_batch(train_ids, block, batch, rng))[1],
                                                   block * batch, {}),
-                             validate, learning_rate, settings["max_steps"], settings["eval_interval"],
-                             settings["patience"])
+                             validate, learning_rate, settings["max_steps"], eval_interval, settings["patience"])
 
 
 def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
