@@ -159,6 +159,11 @@ def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, c
         assert f"commit {results['machine']['commit']}" in text
     for plot in plots:
         assert os.path.getsize(_written(tmp_path, plot)) > 0
+    if name == "long_range":  # parts of the experiment run apart are reported as one
+        _load_experiment(name).main(["--out", str(tmp_path), "--combine", "long_range", "--name", "combined"])
+        combined = json.loads((tmp_path / "combined.json").read_text())
+        assert combined["rows"] == results["rows"] and combined["parts"] == ["long_range"]
+        assert f"commit {results['machine']['commit']}" in (tmp_path / "combined.md").read_text()
 
 
 def test_train_until_plateau_stops_on_patience_and_keeps_the_best_model():

@@ -19,8 +19,10 @@ over seeds where a task runs several.
 
     python examples/experiments/long_range.py [--quick] [--out DIR] [--seeds N]
     python examples/experiments/long_range.py --tasks lookback --models gpt --patience 20 --name NAME  # one part
+    python examples/experiments/long_range.py --combine PART1 PART2 ...   # parts' results as one report
 """
 import argparse
+import json
 import os
 import sys
 import string
@@ -149,15 +151,37 @@ def run(quick=False, out=RESULTS, seeds=None, tasks=tuple(TASKS), models=tuple(N
     results = {}
     for task in tasks:
         results[task] = run_task(task, settings, seeds or settings["seeds"][task])
-        text = "\n\n".join(f"{name}: test exact match by {TASKS[name]['axis']}\n\n"
-                           + task_table(name, rows, plateau.target) for name, rows in results.items())
-        write_results(out, name, text, {"quick": quick, "plateau": asdict(plateau),
-                                                "tasks": {t: {k: v for k, v in spec.items() if k != "key"}
-                                                          for t, spec in TASKS.items()},
-                                                "models": settings["models"], "rows": results})
-        paths = save_plots(out, name, results)
-    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, {name}.md and {name}.json to {out}")
+        report(out, name, results, {"quick": quick, "plateau": asdict(plateau), "models": settings["models"]})
     return results
+
+
+def report(out, name, results, payload, note=""):
+    """Write the tables of `results` ({task: {model: records}}) to OUT/NAME.md and .json, and the plots."""
+    target = payload["plateau"]["target"]
+    text = "\n\n".join(f"{task}: test exact match by {TASKS[task]['axis']}\n\n" + task_table(task, rows, target)
+                       for task, rows in results.items())
+    write_results(out, name, text + note, {**payload, "rows": results, "tasks": {
+        task: {k: v for k, v in spec.items() if k != "key"} for task, spec in TASKS.items()}})
+    paths = save_plots(out, name, results)
+    print(f"wrote {', '.join(os.path.basename(p) for p in paths)}, {name}.md and {name}.json to {out}")
+
+
+def combine(out, parts, name="long_range"):
+    """One report from the results of runs of parts of the experiment (OUT/PART.json, e.g. each task's
+    models run side by side in their own processes), with each part's commit and date."""
+    results, payload, lines = {}, None, []
+    for part in parts:
+        with open(os.path.join(out, f"{part}.json"), encoding="utf-8") as f:
+            loaded = json.load(f)
+        payload = payload or {key: loaded[key] for key in ("quick", "plateau", "models")}
+        for task, rows in loaded["rows"].items():
+            results.setdefault(task, {}).update(rows)
+        where = loaded["machine"]
+        lines.append(f"- {', '.join(f'{t}: {m}' for t, rows in loaded['rows'].items() for m in rows)}: "
+                     f"finished {where['date_utc']} UTC, commit {where['commit']}, load average "
+                     f"{where['load_average'][0]}")
+    report(out, name, results, {**payload, "parts": parts},
+           note="\n\nCombined from runs of parts of the experiment:\n\n" + "\n".join(lines))
 
 
 def main(argv=None):
@@ -169,8 +193,12 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=NAMES, default=tuple(NAMES))
     parser.add_argument("--patience", type=int, default=None, help="evaluations without improvement (default 4)")
     parser.add_argument("--name", default="long_range", help="file name of the results (default long_range)")
+    parser.add_argument("--combine", nargs="+", metavar="PART", help="report OUT/PART.json files as one, OUT/NAME")
     args = parser.parse_args(argv)
-    run(args.quick, args.out, args.seeds, args.tasks, args.models, args.patience, args.name)
+    if args.combine:
+        combine(args.out, args.combine, args.name)
+    else:
+        run(args.quick, args.out, args.seeds, args.tasks, args.models, args.patience, args.name)
 
 
 if __name__ == "__main__":
