@@ -157,7 +157,8 @@ def main():
         for round_ in range(args.rounds):
             for mode in args.modes:
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
-                    results[mode, side].append(run_worker(side, mode, args, os.path.join(directory, f"{mode}-{side}.npy")))
+                    path = os.path.join(directory, f"{mode}-{side}.npy")
+                    results[mode, side].append(run_worker(side, mode, args, path))
                 tokens = [np.load(os.path.join(directory, f"{mode}-{side}.npy")) for side in SIDES]
                 agree[mode] = float((tokens[0] == tokens[1]).all(axis=1).mean())
     weights = f"trained weights from {args.model}" if args.model else "random weights (seed 0)"

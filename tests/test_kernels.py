@@ -393,6 +393,35 @@ def test_attention_context_matches_reference_serial_and_split(dtype, data, B, S,
             close(a, b, dtype, scale=10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), B=st.sampled_from([1, 2, 7]), N=st.sampled_from([1, 3, 8]), S=st.sampled_from([1, 3, 16]),
+       H=st.sampled_from([1, 5, 16, 67]), Hv=st.sampled_from([1, 6]))
+@settings(max_examples=25)
+def test_additive_attention_step_matches_reference_serial_and_split(dtype, data, B, N, S, H, Hv):
+    query, keys, v = draw_array(data, (N, H), dtype), draw_array(data, (B, S, H), dtype), draw_array(data, (H,), dtype)
+    values = draw_array(data, (B, S, Hv), dtype)
+    lengths = np.array(data.draw(st.lists(st.integers(1, S), min_size=B, max_size=B)))
+    rows = np.array(data.draw(st.lists(st.integers(0, B - 1), min_size=N, max_size=N)))
+    want = ref.additive_attention_step(query, keys, v, values, lengths, rows)
+    assert np.all(want[1][np.arange(S)[None, :] >= lengths[rows][:, None]] == 0)
+    for threads in (1, 2, 3):
+        with split_calls(threads):
+            got = nb.additive_attention_step(query, keys, v, values, lengths, rows)
+        for a, b in zip(got, want):
+            assert a.dtype == dtype
+            close(a, b, dtype, scale=10)
+
+
+def test_additive_attention_step_rejects_rows_and_lengths_out_of_range():
+    args = [np.zeros((2, 4)), np.zeros((3, 5, 4)), np.zeros(4), np.zeros((3, 5, 2))]
+    with pytest.raises(ValueError, match="rows"):
+        nb.additive_attention_step(*args, np.array([1, 2, 5]), np.array([0, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        nb.additive_attention_step(*args, np.array([1, 2, 6]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="shapes"):
+        nb.additive_attention_step(*args, np.array([1, 2]), np.array([0, 1]))
+
+
 @contextlib.contextmanager
 def split_calls(threads):
     """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""

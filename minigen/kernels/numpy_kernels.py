@@ -202,6 +202,19 @@ def attention_context_backward(dcontext, weights, values):
     return np.einsum("bh,bsh->bs", dcontext, values), weights[:, :, None] * dcontext[:, None, :]
 
 
+def additive_attention_step(query, keys, v, values, lengths, rows):
+    """An RNN decoder's whole attention step when decoding, with no gradient: for decoding row n, reading
+    source row b = rows[n] (beams share their source's keys and values), scores[s] = v . tanh(query[n] + keys[b, s])
+    over the real positions s < lengths[b], weights = their softmax (0 at padding), context = weights @ values[b].
+    query (N, H), keys (B, S, H), v (H,), values (B, S, Hv), lengths (B,) >= 1, rows (N,) ints in [0, B).
+    Returns (context (N, Hv), weights (N, S))."""
+    scores = np.tanh(query[:, None, :] + keys[rows]) @ v
+    scores[np.arange(keys.shape[1])[None, :] >= lengths[rows][:, None]] = -np.inf
+    weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("ns,nsh->nh", weights, values[rows]), weights
+
+
 # ----- scaled dot-product attention (materializes the (L, S) scores: the reference, not the fast path) ----
 # A masked score is this large finite negative rather than -inf, so that the arithmetic stays finite (and
 # Numba's fastmath stays valid). A query row whose keys are all masked outputs 0 and gets lse = MASKED_SCORE.

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .. import nn
+from .. import kernels, nn
 from ..autograd import Tensor, no_grad
 from ..generation import check_attention_mask, generate
 from ..io.checkpoint import load_checkpoint, save_checkpoint
@@ -235,7 +235,11 @@ class Seq2Seq(nn.Module):
     # ----- the decoding protocol of minigen.generation --------------------------------------
     def start_decoding(self, input_ids, attention_mask=None):
         """Encode the sources once. A missing attention_mask is taken as input_ids != pad_id (as Hugging
-        Face does); padding must be on the right. The prefix is a column of bos ids."""
+        Face does); padding must be on the right. The prefix is a column of bos ids.
+
+        The state keeps one copy of the encoder's outputs and projected keys per source; decoding rows
+        (beams, returned sequences) read theirs through state['rows'], so following the beams moves
+        only each row's decoder state, never the (S, H) memory."""
         ids = np.asarray(input_ids)
         _check_ids("input_ids", ids, self.config.src_vocab_size, "source")
         if attention_mask is None:
@@ -252,29 +256,59 @@ class Seq2Seq(nn.Module):
         with no_grad():
             memory, hidden = self.encode(ids, lengths)
         context = self._initial_context(len(ids), memory)
-        state = {"outputs": memory["outputs"].data, "mask": memory["mask"],
-                 "keys": None if memory["keys"] is None else memory["keys"].data,
+        state = {"outputs": memory["outputs"].data, "mask": memory["mask"], "lengths": lengths,
+                 "keys": None if memory["keys"] is None else memory["keys"].data, "rows": np.arange(len(ids)),
                  "hidden": np.stack([h.data for h in hidden]),
                  "context": None if context is None else context.data, "attention": None}
         return state, np.full((len(ids), 1), self.config.bos_id, dtype=np.int64)
 
     def decode_step(self, new_tokens, state):
-        memory = {"outputs": Tensor._wrap(state["outputs"]), "mask": state["mask"],
-                  "keys": None if state["keys"] is None else Tensor._wrap(state["keys"])}
-        hidden = [Tensor._wrap(h) for h in state["hidden"]]
-        context = None if state["context"] is None else Tensor._wrap(state["context"])
+        hidden, context, weights = state["hidden"], state["context"], None
         with no_grad():
             for column in np.asarray(new_tokens, dtype=np.int64).T:
-                features, hidden, context, weights = self._step(column, hidden, context, memory)
-            logits = self.out(features).data
-        state = dict(state, hidden=np.stack([h.data for h in hidden]),
-                     context=None if context is None else context.data,
-                     attention=None if weights is None else weights.data)
-        return logits, state
+                if isinstance(self.attention, nn.BahdanauAttention) and (self.config.dropout == 0 or not self.training):
+                    features, hidden, context, weights = self._decode_step_arrays(column, hidden, context, state)
+                else:
+                    features, hidden, context, weights = self._decode_step_tensors(column, hidden, context, state)
+            logits = features @ self.out.weight.data.T + self.out.bias.data
+        return logits, dict(state, hidden=hidden, context=context, attention=weights)
+
+    def _decode_step_tensors(self, tokens, hidden, context, state):
+        """`_step` on the memory of each decoding row (a gathered copy)."""
+        rows = state["rows"]
+        memory = {"outputs": Tensor._wrap(state["outputs"][rows]), "mask": state["mask"][rows],
+                  "keys": None if state["keys"] is None else Tensor._wrap(state["keys"][rows])}
+        features, hidden, context, weights = self._step(
+            tokens, [Tensor._wrap(h) for h in hidden], None if context is None else Tensor._wrap(context), memory)
+        return (features.data, np.stack([h.data for h in hidden]), None if context is None else context.data,
+                None if weights is None else weights.data)
+
+    def _decode_step_arrays(self, tokens, hidden, context, state):
+        """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. The products go to BLAS
+        and the attention is one kernel call that reads the shared memory through state['rows']."""
+        x = np.concatenate([self.tgt_embedding.weight.data[tokens], context], axis=1)
+        new_hidden = np.empty_like(hidden)
+        for layer, cell in enumerate(self.decoder):
+            gi = x @ cell.weight_ih.data.T
+            gh = hidden[layer] @ cell.weight_hh.data.T
+            if cell.bias:
+                gi += cell.bias_ih.data
+                gh += cell.bias_hh.data
+            if cell.mode == "gru":
+                new_hidden[layer] = kernels.gru_gates_forward(gi, gh, hidden[layer])[0]
+            else:
+                new_hidden[layer] = np.tanh(gi + gh) if cell.mode == "tanh" else np.maximum(gi + gh, 0)
+            x = new_hidden[layer]
+        a = self.attention
+        context, weights = kernels.additive_attention_step(x @ a.W.weight.data.T, state["keys"], a.v.weight.data[0],
+                                                           state["outputs"], state["lengths"], state["rows"])
+        return np.concatenate([x, context], axis=1), new_hidden, context, weights
 
     def reorder_state(self, state, index):
-        return {key: None if value is None else value[:, index] if key == "hidden" else value[index]
-                for key, value in state.items()}
+        moved = {"rows": state["rows"][index], "hidden": state["hidden"][:, index]}
+        for key in ("context", "attention"):
+            moved[key] = None if state[key] is None else state[key][index]
+        return dict(state, **moved)
 
     def last_attention(self, state):
         """The cross-attention weights (N, S) of the last decode_step (None without attention)."""

@@ -5,21 +5,26 @@ A decoder step scores its query against every encoder state and sums the states 
 As separate ops, the additive score v . tanh(query + key) is a broadcast add, a tanh and a product with
 v through a (B, S, H) temporary, and the context a batch of (1, S) @ (S, H) products; in backward the
 same again, plus a sum over S for the query's gradient. Here each (batch row, key) pair reads its H values
-once; batch rows are split across threads.
+once; batch rows are split across threads when a call is large enough (`pieces`), and a call of one piece
+runs the row kernel directly: a parallel region of one piece still wakes the thread pool, which cost 15 ms
+a call on a loaded 2-core machine against 1 us serial.
+
+Decoding needs no gradient: `additive_attention_step` scores, normalizes and sums in one pass per row with
+no (B, S, H) temporary, and reads each beam's keys through a row index instead of a per-beam copy.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import numpy_kernels
 from . import FLOAT_DTYPES, pieces
-from .scalar import FASTMATH, fast_tanh
+from .scalar import FASTMATH, fast_exp, fast_tanh
 
 # B * S * H below which a call stays serial (a parallel region costs a few microseconds).
 PARALLEL_MIN_WORK = 2 ** 15
 
 
 # ----- additive scores ------------------------------------------------------------------------------
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _scores_rows(query, keys, v, scores, t, first, stop):
     H = query.shape[1]
     for b in range(first, stop):
@@ -32,7 +37,7 @@ def _scores_rows(query, keys, v, scores, t, first, stop):
             scores[b, s] = total
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _scores_backward_rows(dscores, t, v, dquery, dkeys, dv, first, stop):
     """dquery and dkeys of rows first .. stop - 1; their share of dv is added into dv."""
     H = t.shape[2]
@@ -96,7 +101,11 @@ def additive_scores_forward(query, keys, v):
     query, keys, v = arrays
     dt = query.dtype
     scores, t = np.empty(keys.shape[:2], dt), np.empty(keys.shape, dt)
-    _scores_forward(query, keys, v, scores, t, _chunks(t.shape))
+    chunks = _chunks(t.shape)
+    if chunks == 1:
+        _scores_rows(query, keys, v, scores, t, 0, len(t))
+    else:
+        _scores_forward(query, keys, v, scores, t, chunks)
     return scores, t
 
 
@@ -111,12 +120,16 @@ def additive_scores_backward(dscores, t, v):
     chunks = _chunks(t.shape)
     dquery, dkeys = np.empty((t.shape[0], t.shape[2]), dt), np.empty(t.shape, dt)
     dv_parts = np.empty((chunks, t.shape[2]), dt)
-    _scores_backward(dscores, t, v, dquery, dkeys, dv_parts, chunks)
+    if chunks == 1:
+        dv_parts[:] = 0
+        _scores_backward_rows(dscores, t, v, dquery, dkeys, dv_parts[0], 0, len(t))
+    else:
+        _scores_backward(dscores, t, v, dquery, dkeys, dv_parts, chunks)
     return dquery, dkeys, dv_parts.sum(axis=0)  # row after row, in chunk order: the same sum on every run
 
 
 # ----- context ---------------------------------------------------------------------------------------
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _context_rows(weights, values, context, first, stop):
     for b in range(first, stop):
         for h in range(values.shape[2]):
@@ -127,7 +140,7 @@ def _context_rows(weights, values, context, first, stop):
                 context[b, h] += w * values[b, s, h]
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _context_backward_rows(dcontext, weights, values, dweights, dvalues, first, stop):
     for b in range(first, stop):
         for s in range(values.shape[1]):
@@ -169,7 +182,11 @@ def attention_context_forward(weights, values):
         return numpy_kernels.attention_context_forward(weights, values)
     weights, values = arrays
     context = np.empty((values.shape[0], values.shape[2]), values.dtype)
-    _context_forward(weights, values, context, _chunks(values.shape))
+    chunks = _chunks(values.shape)
+    if chunks == 1:
+        _context_rows(weights, values, context, 0, len(values))
+    else:
+        _context_forward(weights, values, context, chunks)
     return context
 
 
@@ -181,5 +198,73 @@ def attention_context_backward(dcontext, weights, values):
         return numpy_kernels.attention_context_backward(dcontext, weights, values)
     dcontext, weights, values = arrays
     dweights, dvalues = np.empty_like(weights), np.empty_like(values)
-    _context_backward(dcontext, weights, values, dweights, dvalues, _chunks(values.shape))
+    chunks = _chunks(values.shape)
+    if chunks == 1:
+        _context_backward_rows(dcontext, weights, values, dweights, dvalues, 0, len(values))
+    else:
+        _context_backward(dcontext, weights, values, dweights, dvalues, chunks)
     return dweights, dvalues
+
+
+# ----- decoding: scores, softmax and context in one pass, no gradient --------------------------------
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _attention_step_rows(query, keys, v, values, lengths, rows, context, weights, first, stop):
+    H = keys.shape[2]
+    for n in range(first, stop):
+        b = rows[n]
+        length = lengths[b]
+        for s in range(length):
+            total = query.dtype.type(0)
+            for h in range(H):
+                total += fast_tanh(query[n, h] + keys[b, s, h]) * v[h]
+            weights[n, s] = total
+        top = weights[n, 0]
+        for s in range(1, length):
+            top = max(top, weights[n, s])
+        total = query.dtype.type(0)
+        for s in range(length):
+            e = fast_exp(weights[n, s] - top)
+            weights[n, s] = e
+            total += e
+        inverse = 1 / total
+        for s in range(weights.shape[1]):
+            weights[n, s] = weights[n, s] * inverse if s < length else 0
+        for h in range(values.shape[2]):
+            context[n, h] = 0
+        for s in range(length):
+            w = weights[n, s]
+            for h in range(values.shape[2]):
+                context[n, h] += w * values[b, s, h]
+
+
+@njit(cache=True, parallel=True)
+def _attention_step_parallel(query, keys, v, values, lengths, rows, context, weights, chunks):
+    N = query.shape[0]
+    for chunk in prange(chunks):
+        _attention_step_rows(query, keys, v, values, lengths, rows, context, weights, chunk * N // chunks,
+                             (chunk + 1) * N // chunks)
+
+
+def additive_attention_step(query, keys, v, values, lengths, rows):
+    """(context (N, Hv), weights (N, S)) of decoding's attention step (see
+    `numpy_kernels.additive_attention_step`)."""
+    (N, H), (B, S) = query.shape, keys.shape[:2]
+    if keys.shape != (B, S, H) or v.shape != (H,) or values.shape[:2] != (B, S) or lengths.shape != (B,) \
+            or rows.shape != (N,):
+        raise ValueError(f"additive_attention_step: expected query (N, H), keys (B, S, H), v (H,), values (B, S, Hv), "
+                         f"lengths (B,) and rows (N,), got shapes {query.shape}, {keys.shape}, {v.shape}, "
+                         f"{values.shape}, {lengths.shape} and {rows.shape}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= B) or len(lengths) and (lengths.min() < 1 or lengths.max() > S):
+        raise ValueError(f"additive_attention_step: rows must lie in [0, {B}) and lengths in [1, {S}]")
+    arrays = _float_arrays(query, keys, v, values)
+    if arrays is None:
+        return numpy_kernels.additive_attention_step(query, keys, v, values, lengths, rows)
+    query, keys, v, values = arrays
+    lengths, rows = (np.ascontiguousarray(a, dtype=np.int64) for a in (lengths, rows))
+    context, weights = np.empty((N, values.shape[2]), query.dtype), np.empty((N, S), query.dtype)
+    chunks = pieces(N * S * H, PARALLEL_MIN_WORK, N)
+    if chunks == 1:
+        _attention_step_rows(query, keys, v, values, lengths, rows, context, weights, 0, N)
+    else:
+        _attention_step_parallel(query, keys, v, values, lengths, rows, context, weights, chunks)
+    return context, weights
