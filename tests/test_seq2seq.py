@@ -50,6 +50,23 @@ def test_greedy_generate_equals_argmax_of_full_forward(attention):
     np.testing.assert_array_equal(out, prefix)
 
 
+@pytest.mark.parametrize("cell,num_layers", [("gru", 1), ("gru", 2), ("rnn", 2)])
+def test_graph_free_decode_step_equals_the_tensor_step_after_reordering(cell, num_layers):
+    """Bahdanau decoding runs on arrays and reads each row's memory through state['rows']; it must give the
+    Tensor step's logits, states and weights, also after a reorder that repeats and permutes rows (beams)."""
+    model = make_model(cell=cell, num_layers=num_layers)
+    ids, mask = model.encode_sources(["deadbeef", "abc", "f"])
+    state, prefix = model.start_decoding(ids, mask)
+    state = model.reorder_state(state, np.array([2, 0, 0, 1, 2]))
+    tokens = np.array([VOCAB.bos_id, 3, 4, 5, 3])
+    fast = model._decode_step_arrays(tokens, state["hidden"], state["context"], state)
+    slow = model._decode_step_tensors(tokens, state["hidden"], state["context"], state)
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert state["outputs"].shape[0] == 3  # the memory is not copied per row
+    np.testing.assert_array_equal(state["rows"], [2, 0, 0, 1, 2])
+
+
 def test_teacher_forcing_ratio_zero_feeds_back_greedy_predictions():
     model = make_model()
     b = batch(PAIRS[:2])
