@@ -67,13 +67,13 @@ def read_corpus(path, quick):
                    enumerate(data.train))
 
 
-def pretrain(text, checkpoints, options, fim_rate=0.0, log=print):
+def pretrain(text, checkpoints, options, fim_rate=0.0, corpus="pretrain", log=print):
     """Pre-train a character GPT on the first 85% of `text` (once: a finished run in the directory is reused);
-    returns (model directory, pre-training metrics)."""
-    name = "pretrain-fim" if fim_rate else "pretrain"
+    returns (model directory, pre-training metrics). The run goes to CHECKPOINTS/CORPUS (-fim with fim_rate)."""
+    name = f"{corpus}-fim" if fim_rate else corpus
     out = os.path.join(checkpoints, name)
     metrics_path = os.path.join(out, "metrics.json")
-    cfg = GPTTrainConfig(text=os.path.join(checkpoints, "pretrain.txt"), out=out, fim_rate=fim_rate, seed=0,
+    cfg = GPTTrainConfig(text=os.path.join(checkpoints, f"{corpus}.txt"), out=out, fim_rate=fim_rate, seed=0,
                          overwrite=True, **options)
     if os.path.exists(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
