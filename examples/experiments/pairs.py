@@ -20,6 +20,7 @@
 The pre-trained models are kept in --checkpoints (shared with pretraining.py, default out-pretrained/).
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -53,13 +54,15 @@ SETTINGS = {
 
 # ----- next-passage prediction -------------------------------------------------------------------------
 class PassagePairs:
-    """Positive and negative (A, B) passages cut at the sentence ends of text[start:end]."""
+    """Positive and negative (A, B) passages cut at the sentence ends of text[start:end], or anywhere (every
+    fifth character) with `anywhere`."""
 
-    def __init__(self, text, start, end, side, far, collapse=False):
+    def __init__(self, text, start, end, side, far, collapse=False, anywhere=False):
         self.text, self.side, self.far, self.collapse = text, side, far, collapse
         # passages are cut 2 * side wide, then trimmed to side (collapsing whitespace shortens them)
-        self.cuts = np.array([m.end() for m in SENTENCE_END.finditer(text, start, end)
-                              if start + 2 * side <= m.end() <= end - 2 * side])
+        low, high = start + 2 * side, end - 2 * side
+        self.cuts = np.arange(low, high + 1, 5) if anywhere else \
+            np.array([m.end() for m in SENTENCE_END.finditer(text, start, end) if low <= m.end() <= high])
 
     def passage(self, i, j, side):
         a, b = self.text[self.cuts[i] - 2 * side:self.cuts[i]], self.text[self.cuts[j]:self.cuts[j] + 2 * side]
@@ -96,11 +99,11 @@ def accuracy(model, tokenizer, texts, labels, batch=200):
     return float((np.concatenate(predictions) == labels).mean())
 
 
-def pair_run(start, directory, text, settings, seed, side, far, collapse=False):
+def pair_run(start, directory, text, settings, seed, side, far, collapse=False, anywhere=False):
     """Train a pair classifier (`start`: 'from scratch' or 'pre-trained' from `directory`) until its validation
     accuracy stops improving; returns the test accuracy and the training record."""
     tokenizer = load_tokenizer(directory)
-    regions = {name: PassagePairs(text, int(a * len(text)), int(b * len(text)), side, far, collapse)
+    regions = {name: PassagePairs(text, int(a * len(text)), int(b * len(text)), side, far, collapse, anywhere)
                for name, (a, b) in REGIONS.items()}
     fixed = np.random.default_rng(1234)
     valid = regions["valid"].sample(settings["valid_pairs"], fixed)
@@ -117,7 +120,7 @@ def pair_run(start, directory, text, settings, seed, side, far, collapse=False):
         ids, mask = encode(tokenizer, texts)
         return model(ids, attention_mask=mask, labels=labels)[1], int(mask.sum()), {}
     result = fit_until_plateau(model, batch_loss, lambda: accuracy(model, tokenizer, *valid),
-                               LEARNING_RATE["from scratch" if start == "from scratch" else "pre-trained"],
+                               LEARNING_RATE[start],
                                options["max_steps"], options["eval_interval"], options["patience"],
                                higher_is_better=True)
     model.eval()
@@ -159,15 +162,23 @@ def infill(directory, examples, use_suffix):
 
 # ----- the experiment ----------------------------------------------------------------------------------
 def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
+    """Every run of the experiment; the runs a stopped earlier invocation wrote to OUT/pairs.json (with the same
+    settings) are taken from there."""
     checkpoints = checkpoints or (os.path.join(out, "checkpoints") if quick else "out-pretrained")
     settings = SETTINGS["quick" if quick else "full"]
     pre_options = PRETRAIN_SETTINGS["quick" if quick else "full"]["pretrain"]
     text = read_corpus(text_path, quick)
-    record = {"quick": quick, "settings": settings, "learning_rate": LEARNING_RATE,
+    record = {"quick": quick, "settings": json.loads(json.dumps(settings)), "learning_rate": LEARNING_RATE,
               "rows": [], "infill": {}}
+    if os.path.exists(os.path.join(out, "pairs.json")):
+        with open(os.path.join(out, "pairs.json"), encoding="utf-8") as f:
+            earlier = json.load(f)
+        if all(earlier.get(key) == record[key] for key in ("quick", "settings", "learning_rate")):
+            record.update(rows=earlier["rows"], infill=earlier["infill"],
+                          infill_examples=earlier.get("infill_examples"))
     fim_dir, fim_metrics = pretrain(text, checkpoints, pre_options, fim_rate=0.5)
     # from scratch first: pretraining.py may still be pre-training the causal model meanwhile
-    pair_runs(record, out, "from scratch", fim_dir, text, settings)
+    pair_runs(record, out, "from scratch", "from scratch", fim_dir, text, settings)
     causal_dir, causal_metrics = pretrain(text, checkpoints, pre_options)
     record["pretrain_valid_loss"] = {"causal": causal_metrics["best_val_loss"],
                                      "fill-in-the-middle": fim_metrics["best_val_loss"]}
@@ -176,26 +187,31 @@ def run(text_path=None, quick=False, out=RESULTS, checkpoints=None):
     for label, directory, suffix in (("fill-in-the-middle GPT, prefix + suffix", fim_dir, True),
                                      ("fill-in-the-middle GPT, prefix only", fim_dir, False),
                                      ("causal GPT, prefix only", causal_dir, False)):
-        record["infill"][label] = infill_scores(infill(directory, examples, suffix), examples)
-        print(f"infill, {label}: {record['infill'][label]}", flush=True)
+        if label not in record["infill"]:
+            record["infill"][label] = infill_scores(infill(directory, examples, suffix), examples)
+            print(f"infill, {label}: {record['infill'][label]}", flush=True)
     write(out, record)
-    pair_runs(record, out, "pre-trained (causal)", causal_dir, text, settings)
+    pair_runs(record, out, "pre-trained (causal)", "pre-trained", causal_dir, text, settings)
+    pair_runs(record, out, "pre-trained (causal), cut anywhere", "pre-trained", causal_dir, text, settings,
+              anywhere=True)
+    pair_runs(record, out, "from scratch, cut anywhere", "from scratch", fim_dir, text, settings, anywhere=True)
     # far=1: a negative is any other cut, as in the example
-    pair_runs(record, out, "pre-trained (causal), pairs of gpt_pair_classification.py", causal_dir, text, settings,
-              side=settings["example_side"], far=1, collapse=True)
-    pair_runs(record, out, "pre-trained (fill-in-the-middle)", fim_dir, text, settings)
+    pair_runs(record, out, "pre-trained (causal), pairs of gpt_pair_classification.py", "pre-trained", causal_dir,
+              text, settings, side=settings["example_side"], far=1, collapse=True)
 
 
-def pair_runs(record, out, name, directory, text, settings, **pairs):
-    """pair_run for each seed (pairs: side, far and collapse, default the settings' side and far)."""
+def pair_runs(record, out, name, start, directory, text, settings, **pairs):
+    """pair_run for each seed not in the record yet (pairs: side, far, collapse, anywhere; default the
+    settings' side and far)."""
     pairs = {"side": settings["side"], "far": settings["far"], **pairs}
     for seed in settings["seeds"]:
-        result = pair_run(name.split(" (")[0], directory, text, settings, seed, **pairs)
+        if any(r["model"] == name and r["seed"] == seed for r in record["rows"]):
+            continue
+        result = pair_run(start, directory, text, settings, seed, **pairs)
         record["rows"].append({"model": name, "seed": seed, **result})
         print(f"{name}, seed {seed}: test accuracy {result['test_accuracy']:.1%} (best validation "
               f"{result['best']:.1%} at step {result['best_step']}, {result['steps']} steps, "
-              f"{result['seconds']:.0f} s)",
-              flush=True)
+              f"{result['seconds']:.0f} s)", flush=True)
         write(out, record)
 
 
