@@ -147,6 +147,7 @@ def _load_experiment(name):
     ("scaling", ["scaling_length.png", "scaling_size.png", "scaling_context.png"]),
     ("pretraining", ["pretraining.png"]),
     ("pairs", ["pairs.png"]),
+    ("infill", ["infill.png"]),
 ])
 def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
     _load_experiment(name).main(["--quick", "--out", str(tmp_path)])
