@@ -63,30 +63,35 @@ def run(quick=False, out=RESULTS, checkpoints=None):
     settings = SETTINGS["quick" if quick else "full"]
     lines = dates_lines(settings["lines"])
     text, held_out = "".join(lines), lines[int(PRETRAIN_FRACTION * len(lines)):]
-    fim_dir, fim_metrics = pretrain(text, checkpoints, settings["pretrain"], fim_rate=0.5, corpus="dates")
-    causal_dir, causal_metrics = pretrain(text, checkpoints, settings["pretrain"], corpus="dates")
-    record = {"quick": quick, "settings": settings, "rows": [],
-              "pretrain_valid_loss": {"causal": causal_metrics["best_val_loss"],
-                                      "fill-in-the-middle": fim_metrics["best_val_loss"]}}
-    for piece in ("year", "month"):
-        examples = gaps(held_out, piece)[:settings["examples"]]
-        for model, directory, suffix in (("fill-in-the-middle GPT, prefix + suffix", fim_dir, True),
-                                         ("fill-in-the-middle GPT, prefix only", fim_dir, False),
-                                         ("causal GPT, prefix only", causal_dir, False)):
-            scores = infill_scores(infill(directory, examples, suffix), examples)
-            record["rows"].append({"piece": piece, "model": model, "examples": len(examples),
-                                   "guess": guess_rate(examples, piece), **scores})
-            print(f"{piece}, {model}: {scores}", flush=True)
+    record = {"quick": quick, "settings": settings, "rows": [], "pretrain_valid_loss": {}}
+    # the fill-in-the-middle model is trained and measured first, and the results written before the causal one
+    for fim_rate, models in ((0.5, (("fill-in-the-middle GPT, prefix + suffix", True),
+                                    ("fill-in-the-middle GPT, prefix only", False))),
+                             (0.0, (("causal GPT, prefix only", False),))):
+        directory, metrics = pretrain(text, checkpoints, settings["pretrain"], fim_rate=fim_rate, corpus="dates")
+        record["pretrain_valid_loss"]["fill-in-the-middle" if fim_rate else "causal"] = metrics["best_val_loss"]
+        for piece in ("year", "month"):
+            examples = gaps(held_out, piece)[:settings["examples"]]
+            for model, suffix in models:
+                scores = infill_scores(infill(directory, examples, suffix), examples)
+                record["rows"].append({"piece": piece, "model": model, "examples": len(examples),
+                                       "guess": guess_rate(examples, piece), **scores})
+                print(f"{piece}, {model}: {scores}", flush=True)
+        write(out, record)
+    return record
+
+
+def write(out, record):
+    rows = sorted(record["rows"], key=lambda r: r["piece"] == "month")
     table = markdown_table(["missing piece", "model, input", "exact match", "character accuracy",
                             "best guess without the suffix"],
                            [[r["piece"], r["model"], f"{r['exact_match']:.1%}", f"{r['char_accuracy']:.1%}",
-                             f"{r['guess']:.1%}"] for r in record["rows"]])
-    curves = {m: ([1, 2], [r["exact_match"] for r in record["rows"] if r["model"] == m])
-              for m in dict.fromkeys(r["model"] for r in record["rows"])}
-    save_results(out, "infill", f"Infilling a date's year or month name ({settings['examples']} held-out lines "
-                 f"each)\n\n{table}", record, curves, xlabel="missing piece: 1 year, 2 month name",
+                             f"{r['guess']:.1%}"] for r in rows])
+    curves = {m: ([1, 2], [r["exact_match"] for r in rows if r["model"] == m])
+              for m in dict.fromkeys(r["model"] for r in rows)}
+    save_results(out, "infill", f"Infilling a date's year or month name ({record['settings']['examples']} "
+                 f"held-out lines each)\n\n{table}", record, curves, xlabel="missing piece: 1 year, 2 month name",
                  ylabel="exact match", title="Fill-in-the-middle against prefix-only")
-    return record
 
 
 def main(argv=None):
