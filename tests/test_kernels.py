@@ -707,3 +707,19 @@ def test_decoder_attention_kernels_refuse_shapes_that_do_not_fit():
         nb.attention_context_forward(np.ones((4, 3), np.float32), keys)
     with pytest.raises(ValueError, match="expected weights"):
         nb.attention_context_backward(np.ones((4, 8), np.float32), np.ones((4, 2), np.float32), keys)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), T=st.sampled_from([1, 2, 7]), B=st.sampled_from([1, 3]), H=st.sampled_from([1, 5, 16]),
+       reverse=st.booleans(), masked=st.booleans(), bias=st.booleans())
+@settings(max_examples=25)
+def test_gru_sequence_matches_reference(dtype, data, T, B, H, reverse, masked, bias):
+    x_proj, h0 = draw_array(data, (T, B, 3 * H), dtype), draw_array(data, (B, H), dtype)
+    weight_hh = draw_array(data, (3 * H, H), dtype)
+    bias_hh = draw_array(data, (3 * H,), dtype) if bias else None
+    mask = np.arange(T)[:, None] < np.array(data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B))) \
+        if masked else None
+    want = ref.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
+    got = nb.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
+    assert got.dtype == dtype
+    close(got, want, dtype, scale=10)

@@ -293,3 +293,20 @@ def test_lengths_match_torch_packed_sequences(kind):
     m_out, m_h = ours(mg.tensor(x), lengths=lengths)
     np.testing.assert_allclose(m_out.data, t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m_h.data, t_h.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gru_without_gradients_takes_the_sequence_kernel_with_the_same_result(bidirectional):
+    """A few rows without gradients run as one kernel call over the sequence; with many rows or gradients
+    the step-by-step op runs. Both give the same states (padding included)."""
+    from minigen.ops import rnn as rnn_ops
+    mg.manual_seed(0)
+    gru = nn.GRU(5, 7, batch_first=True, bidirectional=bidirectional).to(np.float64)
+    x = mg.tensor(np.random.default_rng(0).standard_normal((3, 6, 5)))
+    lengths = np.array([6, 2, 4])
+    stepwise = gru(x, lengths=lengths)
+    assert 3 <= rnn_ops.SEQUENCE_KERNEL_MAX_ROWS
+    with mg.no_grad():
+        kernel = gru(x, lengths=lengths)
+    for a, b in zip(kernel, stepwise):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-10, atol=1e-12)

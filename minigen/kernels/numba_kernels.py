@@ -15,20 +15,22 @@ from .numba.blas import gemm, int8_linear_forward, linear_backward, linear_forwa
     linear_gelu_forward
 from .numba.decode import decode_block
 from .numba.embedding import embedding_backward
-from .numba.gru import gru_gates_backward, gru_gates_forward
+from .numba.gru import gru_gates_backward, gru_gates_forward, gru_sequence_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
                          log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward)
 from .numba.seq2seq_attention import additive_attention_step, additive_scores_backward, additive_scores_forward, \
     attention_context_backward, attention_context_forward
 
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_attention_step",
-           "additive_scores_backward", "additive_scores_forward", "attention_backward", "attention_context_backward",
-           "attention_context_forward", "attention_forward", "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward",
-           "decode_block", "embedding_backward", "gelu_backward", "gelu_forward", "gemm", "gru_gates_backward",
-           "gru_gates_forward", "int8_linear_forward", "layer_norm_backward", "layer_norm_forward", "linear_backward",
-           "linear_forward", "linear_gelu_backward", "linear_gelu_forward", "log_softmax_backward",
-           "log_softmax_forward", "packed_attention_backward", "packed_attention_forward", "set_num_threads",
-           "softmax_backward", "softmax_forward"]
+           "additive_scores_backward", "additive_scores_forward", "attention_backward",
+           "attention_context_backward", "attention_context_forward", "attention_forward",
+           "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward", "decode_block",
+           "embedding_backward", "gelu_backward", "gelu_forward", "gemm", "gru_gates_backward",
+           "gru_gates_forward", "gru_sequence_forward", "int8_linear_forward", "layer_norm_backward",
+           "layer_norm_forward", "linear_backward", "linear_forward", "linear_gelu_backward",
+           "linear_gelu_forward", "log_softmax_backward", "log_softmax_forward",
+           "packed_attention_backward", "packed_attention_forward", "set_num_threads", "softmax_backward",
+           "softmax_forward"]
 
 
 def set_num_threads(n):

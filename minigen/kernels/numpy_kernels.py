@@ -178,6 +178,18 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     return dgi, dgh, dh_new * z
 
 
+def gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse):
+    """Every state hs (T, B, H) of a GRU over a sequence, without what backward needs: decoding's encoder.
+    x_proj (T, B, 3H) = x W_ih^T + b_ih, h0 (B, H), weight_hh (3H, H), bias_hh (3H,) or None, mask (T, B) bool
+    or None (False: padding, the state passes through), reverse walks t from T-1 down to 0."""
+    hs, h = np.empty(x_proj.shape[:2] + h0.shape[1:], dtype=x_proj.dtype), h0
+    for t in (range(len(x_proj) - 1, -1, -1) if reverse else range(len(x_proj))):
+        gh = h @ weight_hh.T + (0 if bias_hh is None else bias_hh)
+        h_new = gru_gates_forward(x_proj[t], gh, h)[0]
+        hs[t] = h = h_new if mask is None else np.where(mask[t][:, None], h_new, h)
+    return hs
+
+
 # ----- an RNN decoder's attention step: additive (Bahdanau) scores, the context vector ----------------
 def additive_scores_forward(query, keys, v):
     """scores[b, s] = v . tanh(query[b] + keys[b, s]) for query (B, H), keys (B, S, H), v (H,); returns

@@ -6,10 +6,14 @@ arithmetic in kernels (`kernels.gru_gates_*`, whose reference is in minigen/kern
 node per layer and direction instead of dozens per step keeps long sequences cheap."""
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from .. import kernels
 
 MODES = ("gru", "tanh", "relu")
+# Without gradients and with at most this many rows, a GRU runs as one `kernels.gru_sequence_forward` call:
+# for batch-1 decoding's encoder a Python step per position (a BLAS call, a gate kernel) cost more than its
+# arithmetic. With more rows the hidden-side product belongs to BLAS.
+SEQUENCE_KERNEL_MAX_ROWS = 8
 
 
 class Recurrence(Function):
@@ -31,6 +35,8 @@ class Recurrence(Function):
                              f"need x_proj (T, B, {expected}), h0 (B, H), weight_hh ({expected}, H) with H={H}")
         if mask is not None and np.shape(mask) != (T, B):
             raise ValueError(f"Recurrence: mask has shape {np.shape(mask)}, expected (T, B) = {(T, B)}")
+        if mode == "gru" and B <= SEQUENCE_KERNEL_MAX_ROWS and not is_grad_enabled():
+            return kernels.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
         self.mode, self.mask, self.has_bias = mode, mask, bias_hh is not None
         self.steps = range(T - 1, -1, -1) if reverse else range(T)
         self.weight_hh = weight_hh

@@ -72,3 +72,47 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     dh = np.empty_like(h)
     _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh)
     return dgi, dgh, dh
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse, hs):
+    T, B, H = hs.shape
+    h, gh = h0.copy(), np.empty(3 * H, h0.dtype)
+    for step in range(T):
+        t = T - 1 - step if reverse else step
+        for b in range(B):
+            if mask[t, b]:
+                for g in range(3 * H):
+                    total = bias_hh[g]
+                    for k in range(H):
+                        total += weight_hh[g, k] * h[b, k]
+                    gh[g] = total
+                for j in range(H):
+                    r = fast_sigmoid(x_proj[t, b, j] + gh[j])
+                    z = fast_sigmoid(x_proj[t, b, H + j] + gh[H + j])
+                    n = fast_tanh(x_proj[t, b, 2 * H + j] + r * gh[2 * H + j])
+                    hs[t, b, j] = n + z * (h[b, j] - n)
+                h[b] = hs[t, b]
+            else:
+                hs[t, b] = h[b]
+
+
+def gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse):
+    """A GRU's states over a whole sequence in one call, with no gradient (see `numpy_kernels.gru_sequence_forward`).
+    The hidden-side product is a loop here, not BLAS: it pays for a few rows (batch-1 decoding's encoder, where a
+    Python step per position cost more than its arithmetic), not for a batch of hundreds."""
+    T, B, G = x_proj.shape
+    H = h0.shape[-1]
+    if h0.shape != (B, H) or G != 3 * H or weight_hh.shape != (G, H) or bias_hh is not None and bias_hh.shape != (G,) \
+            or mask is not None and mask.shape != (T, B):
+        raise ValueError(f"gru_sequence_forward: expected x_proj (T, B, 3H), h0 (B, H), weight_hh (3H, H), "
+                         f"bias_hh (3H,) and mask (T, B), got shapes {x_proj.shape}, {h0.shape}, {weight_hh.shape}, "
+                         f"{None if bias_hh is None else bias_hh.shape} and {None if mask is None else mask.shape}")
+    bias = np.zeros(G, x_proj.dtype) if bias_hh is None else bias_hh
+    if np.result_type(x_proj, h0, weight_hh, bias) not in FLOAT_DTYPES:
+        return numpy_kernels.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
+    x_proj, h0, weight_hh, bias = _same_dtype(x_proj, h0, weight_hh, bias)
+    mask = np.ones((T, B), np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
+    hs = np.empty((T, B, H), x_proj.dtype)
+    _gru_sequence_forward(x_proj, h0, weight_hh, bias, mask, bool(reverse), hs)
+    return hs
