@@ -15,10 +15,11 @@ by round (minigen float32, minigen int8, transformers) and medians with their sp
   (batch 8 counts 8 tokens a step);
 - peak RSS of a process that loads the model and generates 256 tokens, MiB.
 
-The machine's streaming-read bandwidth on all cores is measured in the same run (a parallel sum over 512 MiB),
-and with it the decoding limits it implies: every token reads every weight once, so batch-1 decoding can run
-at most at bandwidth / weight bytes tokens/s (float32: 4 bytes a weight, int8: 1 byte plus a float32 scale a
-row).
+The machine's streaming-read bandwidth on all cores (a parallel sum over 512 MiB) is probed in each minigen
+batch-1 decoding process just before and just after it decodes (on a shared machine it moved between 15 and 25
+GB/s from one minute to the next), and with it the decoding limit it implies: every token reads every weight
+once, so batch-1 decoding can run at most at bandwidth / weight bytes tokens/s (float32: 4 bytes a weight, int8:
+1 byte plus a float32 scale a row). Each run is set against its own probes.
 """
 import argparse
 import json
@@ -150,13 +151,15 @@ def measure(side, directory, task, new_tokens, rows):
     if task == "rss":
         generate(side, model, rng.integers(0, vocab, (1, PROMPT)), 256)
         return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if task == "bandwidth":
-        return {"gb_per_second": stream_bandwidth()}
     prompt = rng.integers(0, vocab, (rows, PROMPT))
     generate(side, model, prompt, 4)  # warm-up
     tokens = []
+    probes = [stream_bandwidth()] if side != "transformers" and rows == 1 else []
     seconds = _seconds(lambda: tokens.append(generate(side, model, prompt, new_tokens)))
-    return {"tokens_per_second": rows * new_tokens / seconds, "tokens": tokens[0][:, PROMPT:].tolist()}
+    result = {"tokens_per_second": rows * new_tokens / seconds, "tokens": tokens[0][:, PROMPT:].tolist()}
+    if probes:  # the machine's bandwidth moves from minute to minute: probe it just before and after decoding
+        result["gb_per_second"] = (probes[0] + stream_bandwidth()) / 2
+    return result
 
 
 def run(side, directory, task, new_tokens, rows=1):
@@ -184,7 +187,7 @@ def main():
     parser.add_argument("--no-transformers", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a 2-layer model, 1 round, 8 tokens (a smoke run)")
     parser.add_argument("--only", nargs="+", choices=TASKS, default=list(TASKS),
-                        help="measure only these (the bandwidth is always measured)")
+                        help="measure only these")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
@@ -202,24 +205,24 @@ def main():
         else:
             writer = "an existing directory"
         f32_bytes, int8_bytes = weight_bytes(directory)
-        tasks = [("bandwidth", 1)] + [TASKS[name] for name in args.only]
+        tasks = [TASKS[name] for name in args.only]
         results = {(s, t, r): [] for s in sides for t, r in tasks}
         for round_ in range(rounds):
             for task, rows in tasks:
                 for side in (sides if round_ % 2 == 0 else sides[::-1]):
-                    if task == "bandwidth" and side != "minigen":
-                        continue
                     result = run(side, directory, task, new_tokens, rows)
                     results[(side, task, rows)].append(result)
                     print(f"  round {round_ + 1} {side:13} {task} x{rows}: "
                           f"{ {k: v for k, v in result.items() if k != 'tokens'} }", flush=True)
-    bandwidth = [r["gb_per_second"] for r in results[("minigen", "bandwidth", 1)]]
-    bw = statistics.median(bandwidth)
     print(f"\n{case} ({CASES[case]}), checkpoint written by {writer}; medians (min-max) of {rounds} rounds; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"streaming read on all cores: {summary(bandwidth)} GB/s -> batch-1 decoding limit "
-          f"{bw * 1e9 / f32_bytes:.1f} tokens/s in float32 ({f32_bytes / 1e6:.0f} MB a token), "
-          f"{bw * 1e9 / int8_bytes:.1f} in int8 ({int8_bytes / 1e6:.0f} MB)")
+    decoding = {s: results.get((s, "decode", 1), []) for s in ("minigen", "minigen-int8")}
+    bandwidth = [r["gb_per_second"] for runs in decoding.values() for r in runs]
+    if bandwidth:
+        bw = statistics.median(bandwidth)
+        print(f"streaming read on all cores, probed just before and after each batch-1 decoding run: "
+              f"{summary(bandwidth)} GB/s -> batch-1 decoding limit {bw * 1e9 / f32_bytes:.1f} tokens/s in float32 "
+              f"({f32_bytes / 1e6:.0f} MB a token), {bw * 1e9 / int8_bytes:.1f} in int8 ({int8_bytes / 1e6:.0f} MB)")
     rows = [("from_pretrained, s", "load", 1, "seconds", 2), ("prefill 1 x 1024 (block), tokens/s", "prefill", 1,
             "tokens_per_second", 0), ("decode batch 1, tokens/s", "decode", 1, "tokens_per_second", 1),
             ("decode batch 8, tokens/s", "decode", 8, "tokens_per_second", 1),
@@ -231,11 +234,14 @@ def main():
                                       for s in sides))
     med = {(s, t, n): statistics.median([r[k] for r in results[(s, t, n)]]) for s in sides
            for _, t, n, k, _ in rows}
-    if not results.get(("minigen", "decode", 1)):
+    if not bandwidth:
         return
-    print(f"minigen float32 batch-1 decoding: {med[('minigen', 'decode', 1)] / (bw * 1e9 / f32_bytes):.0%} of the "
-          f"bandwidth limit; int8: {med[('minigen-int8', 'decode', 1)] / (bw * 1e9 / int8_bytes):.0%} of its limit, "
-          f"{med[('minigen-int8', 'decode', 1)] / med[('minigen', 'decode', 1)]:.2f}x float32")
+    for s, nbytes in (("minigen", f32_bytes), ("minigen-int8", int8_bytes)):  # each run against its own probes
+        shares = [r["tokens_per_second"] * nbytes / (r["gb_per_second"] * 1e9) for r in decoding[s]]
+        print(f"{s} batch-1 decoding: {statistics.median(shares):.0%} ({min(shares):.0%}-{max(shares):.0%}) of the "
+              f"bandwidth limit ({nbytes / 1e6:.0f} MB a token at the probed GB/s)")
+    print(f"int8 / float32 batch-1 decoding: "
+          f"{med[('minigen-int8', 'decode', 1)] / med[('minigen', 'decode', 1)]:.2f}x")
     if "transformers" in sides:
         for label, task, n, _, _ in rows:
             print(f"  minigen / transformers, {label}: {med[('minigen', task, n)] / med[('transformers', task, n)]:.2f}x")
