@@ -143,11 +143,13 @@ def save_plots(out, name, results):
 
 
 def run(quick=False, out=RESULTS, seeds=None, tasks=tuple(TASKS), models=tuple(NAMES), patience=None,
-        name="long_range"):
+        name="long_range", learning_rate=None):
     """Train and test `models` on `tasks`; write OUT/NAME.md, .json and the plots after each task."""
     settings = dict(SETTINGS["quick" if quick else "full"])
     settings["models"] = {kind: sizes for kind, sizes in settings["models"].items() if kind in models}
-    plateau = settings["plateau"] = replace(settings["plateau"], patience=patience or settings["plateau"].patience)
+    default = settings["plateau"]
+    plateau = settings["plateau"] = replace(default, patience=patience or default.patience,
+                                            learning_rate=learning_rate or default.learning_rate)
     results = {}
     for task in tasks:
         results[task] = run_task(task, settings, seeds or settings["seeds"][task])
@@ -192,13 +194,14 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=tuple(TASKS))
     parser.add_argument("--models", nargs="+", choices=NAMES, default=tuple(NAMES))
     parser.add_argument("--patience", type=int, default=None, help="evaluations without improvement (default 4)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 3e-3)")
     parser.add_argument("--name", default="long_range", help="file name of the results (default long_range)")
     parser.add_argument("--combine", nargs="+", metavar="PART", help="report OUT/PART.json files as one, OUT/NAME")
     args = parser.parse_args(argv)
     if args.combine:
         combine(args.out, args.combine, args.name)
     else:
-        run(args.quick, args.out, args.seeds, args.tasks, args.models, args.patience, args.name)
+        run(args.quick, args.out, args.seeds, args.tasks, args.models, args.patience, args.name, args.learning_rate)
 
 
 if __name__ == "__main__":
