@@ -7,6 +7,7 @@ A learner wraps one model with its batches and its decoding:
     record = train_until_plateau(learner, data.valid, Plateau(eval_interval=250, patience=4, max_steps=8000))
     predictions = learner.predict([source for source, _ in data.test])
 """
+import io
 import json
 import os
 import platform
@@ -30,7 +31,9 @@ from minigen.optim.lr_scheduler import get_lr_warmup_cosine  # noqa: E402
 from minigen.training.pairs_gpt import (EOS_TOKEN, complete, encode_pair, length_bucketed_batches,  # noqa: E402
                                         pairs_batch, pairs_tokenizer)
 from minigen.training.seq2seq import translate_pairs  # noqa: E402
-from minigen.training.step import optimization_step  # noqa: E402
+from minigen.training.loop import Patience, fit  # noqa: E402
+from minigen.training.progress import Progress  # noqa: E402
+from minigen.training.step import evaluating  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -116,38 +119,43 @@ def train_until_plateau(learner, valid, plateau, log=print):
     optimizer = optim.AdamW(adamw_param_groups(model, plateau.weight_decay), lr=plateau.learning_rate,
                             betas=(0.9, 0.99))
     valid = valid[:plateau.n_valid]
-    references = [t for _, t in valid]
-    history, best, best_state, stale, train_seconds, cpu_seconds, step = [], -1.0, None, 0, 0.0, 0.0, 0
+    patience = Patience(plateau.patience, higher_is_better=True)
+    history, kept, clock = [], {}, {"train": 0.0, "cpu": 0.0}
     start = time.perf_counter()
-    while True:
-        if step % plateau.eval_interval == 0 or step == plateau.max_steps:
-            model.eval()
-            accuracy = exact_match(learner.predict([s for s, _ in valid]), references)
-            model.train()
-            history.append({"step": step, "train_seconds": round(train_seconds, 2),
-                            "train_cpu_seconds": round(cpu_seconds, 2), "valid_exact_match": accuracy})
-            log(f"{learner.name} step {step}: valid exact match {accuracy:.3f} ({cpu_seconds:.0f} CPU s, "
-                f"{train_seconds:.0f} s training)")
-            if accuracy > best:
-                best, best_state, stale = accuracy, model.state_dict(), 0
-            else:
-                stale += 1
-            if stale >= plateau.patience or best >= 1.0 or step >= plateau.max_steps:
-                break
-        lr = get_lr_warmup_cosine(step, plateau.learning_rate, plateau.warmup_steps, plateau.max_steps,
-                                  plateau.min_lr)
-        tick, cpu_tick = time.perf_counter(), time.process_time()
-        loss, _ = learner.batch_loss()
-        optimization_step(optimizer, loss, lr, params, 1.0, step, "lower the learning rate")
-        train_seconds += time.perf_counter() - tick
-        cpu_seconds += time.process_time() - cpu_tick
-        step += 1
-    model.load_state_dict(best_state)
+
+    def evaluate(step):
+        with evaluating(model):
+            accuracy = exact_match(learner.predict([s for s, _ in valid]), [t for _, t in valid])
+        history.append({"step": step, "train_seconds": round(clock["train"], 2),
+                        "train_cpu_seconds": round(clock["cpu"], 2), "valid_exact_match": accuracy})
+        log(f"{learner.name} step {step}: valid exact match {accuracy:.3f} ({clock['cpu']:.0f} CPU s, "
+            f"{clock['train']:.0f} s training)")
+        stop = patience.update(step, accuracy)
+        if patience.best_step == step:
+            kept["state"] = model.state_dict()
+        return stop or accuracy >= 1.0
+
+    def batch_loss(step):  # the step's clock starts here and stops in on_step, after the update
+        clock["tick"] = time.perf_counter(), time.process_time()
+        return learner.batch_loss()[0], 0, {}
+
+    def on_step(step, loss_value):
+        tick, cpu_tick = clock["tick"]
+        clock["train"] += time.perf_counter() - tick
+        clock["cpu"] += time.process_time() - cpu_tick
+
+    def schedule(step):
+        return get_lr_warmup_cosine(step, plateau.learning_rate, plateau.warmup_steps, plateau.max_steps,
+                                    plateau.min_lr)
+    steps = fit(optimizer, params, Progress(total_steps=plateau.max_steps, stream=io.StringIO()), batch_loss,
+                schedule, evaluate, plateau.eval_interval, on_step=on_step)
+    model.load_state_dict(kept["state"])
     model.eval()
     reached = next((h for h in history if h["valid_exact_match"] >= plateau.target), None)
-    return {"steps": step, "train_seconds": round(train_seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
-            "wall_seconds": round(time.perf_counter() - start, 1), "best_valid_exact_match": best,
-            "stopped_by": "patience" if stale >= plateau.patience else "perfect" if best >= 1.0 else "step cap",
+    return {"steps": steps, "train_seconds": round(clock["train"], 1), "train_cpu_seconds": round(clock["cpu"], 1),
+            "wall_seconds": round(time.perf_counter() - start, 1), "best_valid_exact_match": patience.best,
+            "stopped_by": "patience" if patience.waited >= plateau.patience else
+            "perfect" if patience.best >= 1.0 else "step cap",
             "steps_to_target": reached and reached["step"], "cpu_seconds_to_target": reached and reached["train_cpu_seconds"],
             "history": history}
 
@@ -196,6 +204,16 @@ def machine():
             "numpy": np.__version__, "backend": kernels.get_backend(), "commit": COMMIT_AT_START,
             "uncommitted_changes": CHANGES_AT_START,
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
+
+
+def curves_by(rows, name, x, y):
+    """{name(row): (row[x] values, row[y] values)} over result rows, for plots.save_loss_curves."""
+    curves = {}
+    for row in rows:
+        xs, ys = curves.setdefault(name(row), ([], []))
+        xs.append(row[x])
+        ys.append(row[y])
+    return curves
 
 
 def markdown_table(header, rows):

@@ -18,17 +18,17 @@ import subprocess
 import sys
 import time
 
-# Run from a checkout without installing: the repository root goes first on the path.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# common.py sits beside this script (and puts the repository root on the path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import minigen as mg  # noqa: E402
+from common import RESULTS, curves_by  # noqa: E402
 from minigen import optim, plots  # noqa: E402
 from minigen.data import Seq2SeqBatches, load_task  # noqa: E402
 from minigen.models.gpt import GPT, GPTConfig  # noqa: E402
 from minigen.models.seq2seq import Seq2Seq, Seq2SeqConfig  # noqa: E402
 from minigen.training.pairs_gpt import encode_pair, encode_prompt, left_pad, pairs_batch, pairs_tokenizer  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BACKENDS = ("numpy", "numba")
 NEW_TOKENS = 11  # a date and its eos
 # (family, size name, model options)
@@ -147,12 +147,8 @@ def run(quick=False, out=RESULTS):
         json.dump({"quick": quick, "rows": rows}, f, indent=1)
     paths = []
     for key, kind in (("train_tokens_per_second", "training"), ("generate_tokens_per_second_batched", "generation")):
-        curves = {}
-        for r in rows:
-            name = f"{r['family']}, {r['requested_backend']}, {r['blas_threads']} BLAS thread(s)"
-            x, y = curves.setdefault(name, ([], []))
-            x.append(r["parameters"])
-            y.append(r[key])
+        curves = curves_by(rows, lambda r: f"{r['family']}, {r['requested_backend']}, {r['blas_threads']} BLAS thread(s)",
+                           "parameters", key)
         paths.append(plots.save_loss_curves(curves, os.path.join(out, f"cost_{kind}.png"), log_y=True,
                                             title=f"{kind} speed against model size", xlabel="parameters",
                                             ylabel="tokens/s"))

@@ -27,7 +27,7 @@ import numpy as np
 # common.py sits beside this script (and puts the repository root on the path)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import RESULTS, gpt_learner, markdown_table, seq2seq_learner, write_results  # noqa: E402
+from common import RESULTS, curves_by, gpt_learner, markdown_table, seq2seq_learner, write_results  # noqa: E402
 from long_range import SETTINGS as LONG_RANGE  # noqa: E402
 from minigen import optim, plots, random  # noqa: E402
 from minigen.data import load_task  # noqa: E402
@@ -142,11 +142,7 @@ def run(quick=False, out=RESULTS):
     write_results(out, "scaling", tables(length_rows, sizes, contexts),
                   {"quick": quick, "settings": settings, "rows": length_rows, "gpt_sizes": sizes,
                    "gpt_contexts": contexts})
-    curves = {}
-    for r in length_rows:
-        x, y = curves.setdefault(r["model"], ([], []))
-        x.append(r["length"])
-        y.append(r["ms_per_sample"])
+    curves = curves_by(length_rows, lambda r: r["model"], "length", "ms_per_sample")
     paths = [plots.save_loss_curves(curves, os.path.join(out, "scaling_length.png"), log_y=True,
                                     title="training time per sample against length", xlabel="length L",
                                     ylabel="ms per sample")]
