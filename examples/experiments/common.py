@@ -40,8 +40,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 @dataclass
 class Learner:
-    """One model with what training and testing it needs: `batch_loss()` -> (loss, samples) of the next
-    training batch, `predict(sources)` -> greedy (or beam search) outputs."""
+    """One model with what training and testing it needs: `batch_loss()` -> the loss of the next training
+    batch, `predict(sources)` -> greedy (or beam search) outputs."""
     name: str
     model: object
     batch_loss: object
@@ -63,7 +63,7 @@ def seq2seq_learner(data, attention, embedding_size, hidden_size, seed=0, batch_
 
     def batch_loss():
         batch = next(stream)
-        return model.loss(model(batch["src"], batch["src_lengths"], batch["tgt_in"]), batch["tgt_out"]), batch_size
+        return model.loss(model(batch["src"], batch["src_lengths"], batch["tgt_in"]), batch["tgt_out"])
 
     def predict(sources, num_beams=1):
         return translate_pairs(model, [(s, "") for s in sources], num_beams=num_beams, max_length=max_length)
@@ -86,7 +86,7 @@ def gpt_learner(data, n_layer, n_head, n_embd, seed=0, batch_size=32):
         if not batches:
             batches.extend(length_bucketed_batches(lengths, batch_size, rng))
         x, y = pairs_batch([train[i] for i in batches.pop()], eos)
-        return model(x, y)[1], batch_size
+        return model(x, y)[1]
 
     def predict(sources, num_beams=1):
         return complete(model, tokenizer, list(sources), max_new, num_beams=num_beams)[0]
@@ -137,7 +137,7 @@ def train_until_plateau(learner, valid, plateau, log=print):
 
     def batch_loss(step):  # the step's clock starts here and stops in on_step, after the update
         clock["tick"] = time.perf_counter(), time.process_time()
-        return learner.batch_loss()[0], 0, {}
+        return learner.batch_loss(), 0, {}
 
     def on_step(step, loss_value):
         tick, cpu_tick = clock["tick"]

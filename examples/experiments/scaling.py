@@ -77,7 +77,7 @@ def by_length(settings):
         for kind, sizes in settings["models"].items():
             learner = gpt_learner(data, batch_size=BATCH, **sizes) if kind == "gpt" else \
                 seq2seq_learner(data, kind, batch_size=BATCH, **sizes)
-            seconds = median_seconds(training_step(learner.model, lambda: learner.batch_loss()[0]),
+            seconds = median_seconds(training_step(learner.model, learner.batch_loss),
                                      settings["warmup"], settings["repeats"])
             sequential = 1 if kind == "gpt" else 2 * length + 1  # encoder over L tokens, decoder over L + 1
             rows.append({"model": NAMES[kind], "length": length, "parameters": learner.parameters(),
