@@ -14,8 +14,8 @@ Two tasks:
   before the symbol. Test accuracy by distance k.
 
 Reported per model: steps, training CPU seconds (one thread; see common.train_until_plateau) and wall
-seconds (validation included), the steps and CPU seconds at which validation exact match first reached 90%, and test exact match by bucket; mean ± half the range
-over seeds where a task runs several.
+seconds (validation included), the steps and CPU seconds at which validation exact match first reached 90%,
+and test exact match by bucket; mean ± half the range over seeds where a task runs several.
 
     python examples/experiments/long_range.py [--quick] [--out DIR] [--seeds N]
     python examples/experiments/long_range.py --tasks lookback --models gpt --patience 20 --name NAME  # one part
@@ -24,8 +24,8 @@ over seeds where a task runs several.
 import argparse
 import json
 import os
-import sys
 import string
+import sys
 from dataclasses import asdict, replace
 
 import numpy as np
