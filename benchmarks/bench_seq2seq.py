@@ -159,7 +159,8 @@ def main():
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                     path = os.path.join(directory, f"{mode}-{side}.npy")
                     results[mode, side].append(run_worker(side, mode, args, path))
-                tokens = [np.load(os.path.join(directory, f"{mode}-{side}.npy")) for side in SIDES]
+                tokens = [np.load(os.path.join(directory, f"{mode}-{side}.npy"), allow_pickle=False)
+                          for side in SIDES]
                 agree[mode] = float((tokens[0] == tokens[1]).all(axis=1).mean())
     weights = f"trained weights from {args.model}" if args.model else "random weights (seed 0)"
     print(f"Seq2Seq decoding on the dates test set, {weights}, max_length {MAX_LENGTH}; sources/s, median of "
