@@ -6,9 +6,10 @@
    names kept, to GPTForSequenceClassification (a linear head on the last token); half the pairs are positive,
    so chance is 50%. Training pairs come from the first 85% of the text (negatives drawn afresh for every batch),
    validation pairs from the next 7.5%, test pairs from the last 7.5%. Trained until the validation accuracy
-   stops improving, from scratch and from GPTs pre-trained on the first 85% (causal, and with fill-in-the-middle).
-   A last run repeats the causal pre-trained one on the pairs of examples/gpt_pair_classification.py (31
-   characters either side, whitespace collapsed, negatives from anywhere).
+   stops improving, from scratch and from the causal GPT pre-trained on the first 85% (pretraining.py's). The
+   same again with the text cut anywhere (every fifth character: a negative usually breaks a word at the seam),
+   and a last run of the pre-trained one on the pairs of examples/gpt_pair_classification.py (31 characters
+   either side, whitespace collapsed, negatives from anywhere).
 2. Fill-in-the-middle. A word of 3-10 letters is cut out of the held-out text with 48 characters either side; a
    GPT pre-trained with fill-in-the-middle (half its training windows in the prefix-suffix-middle order) writes
    the middle from prefix and suffix, a causal GPT pre-trained the same way continues the prefix. Both generate
@@ -17,7 +18,8 @@
     python examples/experiments/pairs.py --text ../shared/data/tinyshakespeare.txt [--quick] [--out DIR]
         [--checkpoints DIR]
 
-The pre-trained models are kept in --checkpoints (shared with pretraining.py, default out-pretrained/).
+The pre-trained models are kept in --checkpoints (shared with pretraining.py, default out-pretrained/). Results
+are written after every run; run again, the script takes the finished runs from results/pairs.json.
 """
 import argparse
 import json
