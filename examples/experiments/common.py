@@ -7,6 +7,7 @@ A learner wraps one model with its batches and its decoding:
     record = train_until_plateau(learner, data.valid, Plateau(eval_interval=250, patience=4, max_steps=8000))
     predictions = learner.predict([source for source, _ in data.test])
 """
+import argparse
 import io
 import json
 import os
@@ -238,3 +239,14 @@ def write_results(out, name, text, payload):
         json.dump({**payload, "machine": where}, f, indent=1, default=float)
     return where
 
+
+def corpus_main(run, description, checkpoints_help, argv=None):
+    """The command line of an experiment that trains on a text: --text, --quick, --out and --checkpoints,
+    passed to run(text, quick, out, checkpoints)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--text", default=None, help="the corpus, e.g. ../shared/data/tinyshakespeare.txt")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
+    parser.add_argument("--out", default=RESULTS, help="directory for the table, json and plot (default: results/)")
+    parser.add_argument("--checkpoints", default=None, help=checkpoints_help)
+    args = parser.parse_args(argv)
+    return run(args.text, args.quick, args.out, args.checkpoints)

@@ -21,7 +21,6 @@
 The pre-trained models are kept in --checkpoints (shared with pretraining.py, default out-pretrained/). Results
 are written after every run; run again, the script takes the finished runs from results/pairs.json.
 """
-import argparse
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from common import RESULTS, markdown_table  # noqa: E402
+from common import RESULTS, corpus_main, markdown_table  # noqa: E402
 from pretraining import (PRETRAIN_FRACTION, SETTINGS as PRETRAIN_SETTINGS, fit_until_plateau,  # noqa: E402
                          mean_spread, pretrain, read_corpus, save_results)
 
@@ -241,15 +240,8 @@ def write(out, record):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--text", default=None, help="the corpus, e.g. ../shared/data/tinyshakespeare.txt")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
-    parser.add_argument("--out", default=RESULTS, help="directory for the table, json and plot (default: results/)")
-    parser.add_argument("--checkpoints", default=None,
-                        help="where the pre-trained models are kept (default out-pretrained/; OUT/checkpoints "
-                             "with --quick)")
-    args = parser.parse_args(argv)
-    run(args.text, args.quick, args.out, args.checkpoints)
+    corpus_main(run, __doc__.split("\n\n")[0], "where the pre-trained models are kept (default out-pretrained/; "
+                "OUT/checkpoints with --quick)", argv)
 
 
 if __name__ == "__main__":

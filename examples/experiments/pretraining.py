@@ -13,7 +13,6 @@ texts; 800 steps at most); the best validation loss is reported, with the steps 
 The pre-trained checkpoint is kept in --checkpoints (default out-pretrained/) and reused by later runs and by
 pairs.py. Without --text, --quick trains on a small generated text.
 """
-import argparse
 import io
 import json
 import os
@@ -25,7 +24,7 @@ import numpy as np
 # common.py sits beside this script (and puts the repository root on the path)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import RESULTS, markdown_table, write_results  # noqa: E402
+from common import RESULTS, corpus_main, markdown_table, write_results  # noqa: E402
 from minigen import optim, plots, random  # noqa: E402
 from minigen.data import load_task  # noqa: E402
 from minigen.data.batching import random_text_batch  # noqa: E402
@@ -200,15 +199,8 @@ def summarize(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--text", default=None, help="the corpus, e.g. ../shared/data/tinyshakespeare.txt")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds with tiny models")
-    parser.add_argument("--out", default=RESULTS, help="directory for the table, json and plot (default: results/)")
-    parser.add_argument("--checkpoints", default=None,
-                        help="where the pre-trained model is kept (default out-pretrained/; OUT/checkpoints "
-                             "with --quick)")
-    args = parser.parse_args(argv)
-    run(args.text, args.quick, args.out, args.checkpoints)
+    corpus_main(run, __doc__.split("\n\n")[0], "where the pre-trained model is kept (default out-pretrained/; "
+                "OUT/checkpoints with --quick)", argv)
 
 
 if __name__ == "__main__":
