@@ -5,8 +5,8 @@ Decoding one token at batch 1 streams every weight once (the step's time is the 
 one query per head, GELU, two residual additions. Through the autograd engine each of them is an op, a Tensor
 and a kernel call from Python: a 12-layer model of width 64 took 4.1 ms a step that way and takes 1.9 ms with this
 kernel, and GPT-2 small's step went from about 35 to 30 ms in the same hour. Here they run in compiled code
-between the products, and the products and the heads split across the threads as in `matvec.py` and
-`attention.py`, whose serial kernels this file calls.
+between the products (`matvec.linear_rows`, split across the threads), and the heads split across the threads
+by `attention.py`'s serial kernel.
 """
 import math
 
@@ -17,37 +17,9 @@ from .. import numpy_kernels
 from . import FLOAT_DTYPES, pieces
 from .activations import check_approximate, gelu_flat
 from .attention import _NO_MASK, _forward_heads
-from .matvec import PARALLEL_MIN_WORK, _axpy_rows, _dot_rows
+from .matvec import PARALLEL_MIN_WORK, layer_arrays, linear_rows
 from .rows import _layer_norm_forward
 from .scalar import FASTMATH
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _linear(x, layer, chunks):
-    """x @ weight.T + bias for a layer (weight, transposed, bias, has_bias, scale, has_scale), its weight read
-    once across `chunks` threads: by rows of outputs (weight (N, K), float or int8 with a scale per row), or by
-    rows of inputs when `transposed` (weight given as its (K, N) transpose, GPT-2's Conv1D layout), each thread's
-    partial sums added at the end."""
-    weight, transposed, bias, has_bias, scale, has_scale = layer
-    M = x.shape[0]
-    if not transposed:
-        N = weight.shape[0]
-        out = np.empty((M, N), x.dtype)
-        for c in prange(chunks):
-            _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, c * N // chunks, (c + 1) * N // chunks)
-        return out
-    K, N = weight.shape
-    parts = np.empty((chunks, M, N), x.dtype)
-    for c in prange(chunks):
-        _axpy_rows(x, weight, parts[c], c * K // chunks, (c + 1) * K // chunks)
-    out = np.empty((M, N), x.dtype)
-    for m in range(M):  # loops, not array expressions, which parallel=True would turn into parallel regions
-        for j in range(N):
-            total = bias[j] if has_bias else x.dtype.type(0.0)
-            for c in range(chunks):
-                total += parts[c, m, j]
-            out[m, j] = total
-    return out
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
@@ -66,9 +38,12 @@ def _attention(qkv, keys, values, length, n_head, scale, no_mask, chunks):
     out = np.empty((B, n_head, 1, D), qkv.dtype)
     lse = np.empty((B, n_head, 1), qkv.dtype)
     n = B * n_head
-    for c in prange(chunks):
-        _forward_heads(q, keys, values, length, no_mask, False, True, scale, out, lse, c * n // chunks,
-                       (c + 1) * n // chunks)
+    if chunks == 1:  # no parallel region (see matvec.linear_rows)
+        _forward_heads(q, keys, values, length, no_mask, False, True, scale, out, lse, 0, n)
+    else:
+        for c in prange(chunks):
+            _forward_heads(q, keys, values, length, no_mask, False, True, scale, out, lse, c * n // chunks,
+                           (c + 1) * n // chunks)
     return out.reshape(B, C)
 
 
@@ -85,23 +60,15 @@ def _decode_block(x, ln_1, attn, proj, ln_2, fc, mlp, keys, values, length, n_he
                   chunks):
     C = x.shape[1]
     scale = 1.0 / math.sqrt(C // n_head)
-    qkv = _linear(_layer_norm(x, ln_1[0], ln_1[1], eps), attn, chunks)
-    x = x + _linear(_attention(qkv, keys, values, length, n_head, scale, no_mask, chunks), proj, chunks)
-    h = _linear(_layer_norm(x, ln_2[0], ln_2[1], eps), fc, chunks)
+    qkv = linear_rows(_layer_norm(x, ln_1[0], ln_1[1], eps), attn, chunks)
+    x = x + linear_rows(_attention(qkv, keys, values, length, n_head, scale, no_mask, chunks), proj, chunks)
+    h = linear_rows(_layer_norm(x, ln_2[0], ln_2[1], eps), fc, chunks)
     g = np.empty_like(h)
     gelu_flat(h.ravel(), tanh_form, g.ravel())
-    return x + _linear(g, mlp, chunks)
+    return x + linear_rows(g, mlp, chunks)
 
 
-def _layer(x, weight, bias, scale):
-    """A Linear layer's arrays as `_linear` takes them: the weight as it lies in memory, flags for what is absent."""
-    transposed = scale is None and not weight.flags.c_contiguous
-    empty = x[0, :0]
-    return (weight.T if transposed else weight, transposed, empty if bias is None else bias, bias is not None,
-            np.empty(0, np.float32) if scale is None else scale, scale is not None)
-
-
-def _norm(x, weight, bias):
+def _norm(weight, bias):
     return weight, np.zeros_like(weight) if bias is None else bias
 
 
@@ -136,6 +103,6 @@ def decode_block(x, weights, keys, values, length, n_head, eps, approximate):
     x = np.ascontiguousarray(x)
     # one split for the block, by its smallest product: a small model's step stays on one thread
     chunks = pieces(x.shape[0] * proj[0].size, PARALLEL_MIN_WORK, x.shape[1])
-    return _decode_block(x, _norm(x, *ln_1), _layer(x, *attn), _layer(x, *proj), _norm(x, *ln_2), _layer(x, *fc),
-                         _layer(x, *mlp), keys, values, int(length), int(n_head), float(eps), tanh_form, _NO_MASK,
-                         chunks)
+    return _decode_block(x, _norm(*ln_1), layer_arrays(x, *attn), layer_arrays(x, *proj), _norm(*ln_2),
+                         layer_arrays(x, *fc), layer_arrays(x, *mlp), keys, values, int(length), int(n_head), float(eps),
+                         tanh_form, _NO_MASK, chunks)

@@ -111,17 +111,46 @@ def _axpy_rows(x, weight_t, out, first, stop):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _dot_rows_parallel(x, weight, scale, has_scale, bias, has_bias, out, chunks):
-    N = out.shape[1]
-    for c in prange(chunks):
-        _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, c * N // chunks, (c + 1) * N // chunks)
+def linear_rows(x, layer, chunks):
+    """x @ weight.T + bias for a layer as `layer_arrays` gives it, the weight read once across `chunks` threads:
+    by rows of outputs (weight (N, K), float or int8 with a scale per row), or by rows of inputs when the weight is
+    given as its (K, N) transpose (GPT-2's Conv1D layout), each thread's partial sums added at the end. One chunk
+    opens no parallel region (it costs microseconds, and on a busy machine a wait for the other thread)."""
+    weight, transposed, bias, has_bias, scale, has_scale = layer
+    M = x.shape[0]
+    if not transposed:
+        N = weight.shape[0]
+        out = np.empty((M, N), x.dtype)
+        if chunks == 1:
+            _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, 0, N)
+        else:
+            for c in prange(chunks):
+                _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, c * N // chunks, (c + 1) * N // chunks)
+        return out
+    K, N = weight.shape
+    parts = np.empty((chunks, M, N), x.dtype)
+    if chunks == 1:
+        _axpy_rows(x, weight, parts[0], 0, K)
+    else:
+        for c in prange(chunks):  # each thread streams one block of whole rows; their sums are added after
+            _axpy_rows(x, weight, parts[c], c * K // chunks, (c + 1) * K // chunks)
+    out = np.empty((M, N), x.dtype)
+    for m in range(M):  # loops, not array expressions, which parallel=True would turn into parallel regions
+        for j in range(N):
+            total = bias[j] if has_bias else x.dtype.type(0.0)
+            for c in range(chunks):
+                total += parts[c, m, j]
+            out[m, j] = total
+    return out
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def _axpy_rows_parallel(x, weight_t, parts):
-    K, chunks = weight_t.shape[0], parts.shape[0]
-    for c in prange(chunks):  # each thread streams one block of whole rows; their sums are added after
-        _axpy_rows(x, weight_t, parts[c], c * K // chunks, (c + 1) * K // chunks)
+def layer_arrays(x, weight, bias, scale):
+    """A Linear layer's arrays as `linear_rows` takes them, for rows x: (weight as it lies in memory, whether that
+    is the transpose, bias, has_bias, scale, has_scale), empty arrays where bias or scale are absent."""
+    transposed = scale is None and not weight.flags.c_contiguous
+    return (weight.T if transposed else weight, transposed,
+            x[0, :0] if bias is None else np.ascontiguousarray(bias, dtype=x.dtype), bias is not None,
+            np.empty(0, np.float32) if scale is None else scale, scale is not None)
 
 
 # Float weights: one row (batch-1 decoding); with more rows BLAS's gemm reads the weight once too and computes
@@ -145,25 +174,6 @@ def few_rows_linear(x, weight, bias, scale=None):
     """x @ weight.T + bias (bias may be None) for the few rows of x (see `applies`), the weight read once;
     weight may be int8 with one float32 scale per row (`scale`, see `nn.quantize`)."""
     x = np.ascontiguousarray(x)
-    out = np.empty((x.shape[0], weight.shape[0]), x.dtype)
-    has_bias, has_scale = bias is not None, scale is not None
-    bias = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else out[0, :0]
-    scale = scale if has_scale else out[0, :0]
-    by_rows = weight.flags.c_contiguous  # else cut by inputs: the rows of weight.T
-    chunks = pieces(weight.size * x.shape[0], PARALLEL_MIN_WORK, weight.shape[0 if by_rows else 1])
-    if by_rows:
-        if chunks > 1:
-            _dot_rows_parallel(x, weight, scale, has_scale, bias, has_bias, out, chunks)
-        else:
-            _dot_rows(x, weight, scale, has_scale, bias, has_bias, out, 0, weight.shape[0])
-    else:
-        # a sum per thread, added at the end: a few rows of N values against the weight's K x N
-        parts = np.empty((chunks,) + out.shape, out.dtype)
-        if chunks > 1:
-            _axpy_rows_parallel(x, weight.T, parts)
-        else:
-            _axpy_rows(x, weight.T, parts[0], 0, weight.shape[1])
-        np.sum(parts, axis=0, out=out)
-        if has_bias:
-            out += bias
-    return out
+    layer = layer_arrays(x, weight, bias, scale)
+    chunks = pieces(weight.size * x.shape[0], PARALLEL_MIN_WORK, layer[0].shape[0])  # by the rows as they lie
+    return linear_rows(x, layer, chunks)
