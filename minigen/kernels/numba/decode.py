@@ -3,7 +3,7 @@
 Decoding one token at batch 1 streams every weight once (the step's time is the time to read the weights, see
 `matvec.py`), and the rest is a dozen small operations per block: two LayerNorms, the cache write, attention of
 one query per head, GELU, two residual additions. Through the autograd engine each of them is an op, a Tensor
-and a kernel call from Python: a 12-layer model of width 64 took 4.1 ms a step that way and takes 1.9 ms with this
+and a kernel call from Python: a 12-layer model of width 64 took 4.1 ms a step that way and takes 1.0-1.3 ms with this
 kernel, and GPT-2 small's step went from about 35 to 30 ms in the same hour. Here they run in compiled code
 between the products (`matvec.linear_rows`, split across the threads), and the heads split across the threads
 by `attention.py`'s serial kernel.
