@@ -270,7 +270,7 @@ class Seq2Seq(nn.Module):
                     features, hidden, context, weights = self._decode_step_arrays(column, hidden, context, state)
                 else:
                     features, hidden, context, weights = self._decode_step_tensors(column, hidden, context, state)
-            logits = features @ self.out.weight.data.T + self.out.bias.data
+            logits = kernels.linear_forward(features, self.out.weight.data, self.out.bias.data)
         return logits, dict(state, hidden=hidden, context=context, attention=weights)
 
     def _decode_step_tensors(self, tokens, hidden, context, state):
@@ -289,18 +289,15 @@ class Seq2Seq(nn.Module):
         x = np.concatenate([self.tgt_embedding.weight.data[tokens], context], axis=1)
         new_hidden = np.empty_like(hidden)
         for layer, cell in enumerate(self.decoder):
-            gi = x @ cell.weight_ih.data.T
-            gh = hidden[layer] @ cell.weight_hh.data.T
-            if cell.bias:
-                gi += cell.bias_ih.data
-                gh += cell.bias_hh.data
+            gi = kernels.linear_forward(x, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None)
+            gh = kernels.linear_forward(hidden[layer], cell.weight_hh.data, cell.bias_hh.data if cell.bias else None)
             if cell.mode == "gru":
                 new_hidden[layer] = kernels.gru_gates_forward(gi, gh, hidden[layer])[0]
             else:
                 new_hidden[layer] = np.tanh(gi + gh) if cell.mode == "tanh" else np.maximum(gi + gh, 0)
             x = new_hidden[layer]
         a = self.attention
-        context, weights = kernels.additive_attention_step(x @ a.W.weight.data.T, state["keys"], a.v.weight.data[0],
+        context, weights = kernels.additive_attention_step(kernels.linear_forward(x, a.W.weight.data, None), state["keys"], a.v.weight.data[0],
                                                            state["outputs"], state["lengths"], state["rows"])
         return np.concatenate([x, context], axis=1), new_hidden, context, weights
 
