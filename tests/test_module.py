@@ -102,6 +102,27 @@ def test_train_eval_propagate():
     assert all(m.training for m in net.modules())
 
 
+def test_eval_mode_gives_each_module_its_own_mode_back():
+    net = Net()
+    net.body[0].eval()  # a submodule the caller froze inside a training model
+    before = [m.training for m in net.modules()]
+    with net.eval_mode():
+        assert not any(m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == before
+    with pytest.raises(RuntimeError), net.eval_mode():
+        raise RuntimeError("inside")
+    assert [m.training for m in net.modules()] == before
+
+
+def test_generate_leaves_the_modes_as_they_were():
+    from minigen.models.gpt import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.1))
+    model.transformer.h[0].eval()
+    before = [m.training for m in model.modules()]
+    model.generate(np.array([[1, 2]]), max_new_tokens=2)
+    assert [m.training for m in model.modules()] == before
+
+
 def test_zero_grad_and_requires_grad_():
     net = Net()
     net(mg.ones(3)).sum().backward()

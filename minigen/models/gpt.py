@@ -419,12 +419,8 @@ class GPT(nn.Module):
         the last block_size tokens, as nanoGPT samples (Hugging Face raises instead, as minigen does by default)."""
         kwargs.setdefault("eos_token_id", self.config.eos_token_id)
         decoder = _Decoder(self, use_cache, crop_context, _final_length(input_ids, kwargs))
-        was_training = self.training
-        self.eval()
-        try:
+        with self.eval_mode():
             return generate(decoder, input_ids, attention_mask=attention_mask, **kwargs)
-        finally:
-            self.train(was_training)
 
     # ----- Hugging Face checkpoint directories ------------------------------------------------
     @classmethod

@@ -317,12 +317,8 @@ class Seq2Seq(nn.Module):
         minigen.generation.generate for every keyword."""
         kwargs.setdefault("eos_token_id", self.config.eos_id)
         kwargs.setdefault("pad_token_id", self.config.pad_id)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.eval_mode():
             return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-        finally:
-            self.train(was_training)
 
     # ----- strings in, strings out ----------------------------------------------------------
     def encode_sources(self, texts, unk="error"):

@@ -1,5 +1,6 @@
 """Module, Parameter and the containers, with PyTorch's names and state_dict semantics."""
 from collections import OrderedDict
+from contextlib import contextmanager
 from collections.abc import Mapping
 
 import numpy as np
@@ -109,6 +110,19 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextmanager
+    def eval_mode(self):
+        """Eval mode (no dropout) inside the with block; afterwards every module is back in its own mode, so a
+        submodule the caller keeps in eval mode inside a training model stays in it."""
+        modes = [(m, m.training) for m in self.modules()]
+        for m, _ in modes:
+            object.__setattr__(m, "training", False)
+        try:
+            yield self
+        finally:
+            for m, mode in modes:
+                object.__setattr__(m, "training", mode)
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():

@@ -28,10 +28,5 @@ def optimization_step(optimizer, loss, lr, params, grad_clip, step, advice):
 def evaluating(model):
     """Evaluation mode (no dropout) and no gradients inside the block; afterwards the model is back in
     the mode it was in, so evaluating a model a caller keeps in eval mode does not switch it to training."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+    with model.eval_mode(), no_grad():
+        yield model
