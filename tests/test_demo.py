@@ -148,6 +148,7 @@ def _load_experiment(name):
     ("pretraining", ["pretraining.png"]),
     ("pairs", ["pairs.png"]),
     ("infill", ["infill.png"]),
+    ("plateau", ["plateau.png"]),
 ])
 def test_experiment_quick_run_writes_its_table_and_plot(name, plots, tmp_path, capsys):
     _load_experiment(name).main(["--quick", "--out", str(tmp_path)])
