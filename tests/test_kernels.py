@@ -190,8 +190,9 @@ def test_embedding_backward_rejects_an_id_out_of_range():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(data=st.data(), batch=st.sampled_from([1, 3, 8]), hidden=st.sampled_from([1, 5, 32, 67]))
+@given(data=st.data(), batch=st.sampled_from([1, 3, 8, 131]), hidden=st.sampled_from([1, 5, 32, 67, 256]))
 def test_gru_gates_match_reference(dtype, data, batch, hidden):
+    """Serial, and with rows split across the threads (131 x 256: above PARALLEL_MIN_ELEMENTS)."""
     gi, gh = draw_array(data, (batch, 3 * hidden), dtype), draw_array(data, (batch, 3 * hidden), dtype)
     h = draw_array(data, (batch, hidden), dtype, scale=0.5)
     for got, want in zip(nb.gru_gates_forward(gi, gh, h), ref.gru_gates_forward(gi, gh, h)):

@@ -1,14 +1,19 @@
 """The gate arithmetic of one GRU step (gate order r, z, n as in PyTorch), forward and backward.
 
 The two GEMMs of a step stay in BLAS; what is left is a dozen elementwise passes in NumPy, here
-one vectorized pass per gate over each batch row, writing each output once.
+one vectorized pass per gate over each batch row, writing each output once; a large batch's rows are split
+across the threads (batched beam search: 1,000 rows a step).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import numpy_kernels
-from . import FLOAT_DTYPES
+from . import FLOAT_DTYPES, pieces
 from .scalar import FASTMATH, fast_sigmoid, fast_tanh
+
+# states (rows x hidden) below which a step's gates stay on one thread: a parallel region costs microseconds, a
+# state of 64 x 256 (a training batch) about as much to compute
+PARALLEL_MIN_ELEMENTS = 2 ** 15
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -18,10 +23,10 @@ def _sigmoid_gate(out, gi, gh, start):
         out[j] = fast_sigmoid(gi[start + j] + gh[start + j])
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gru_gates_forward(gi, gh, h, h_new, r, z, n):
-    batch, hidden = h.shape
-    for b in range(batch):
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _gates_forward_rows(gi, gh, h, h_new, r, z, n, first, stop):
+    hidden = h.shape[1]
+    for b in range(first, stop):
         gi_b, gh_b, r_b, z_b, n_b = gi[b], gh[b], r[b], z[b], n[b]
         _sigmoid_gate(r_b, gi_b, gh_b, 0)
         _sigmoid_gate(z_b, gi_b, gh_b, hidden)
@@ -30,6 +35,17 @@ def _gru_gates_forward(gi, gh, h, h_new, r, z, n):
         h_b, out = h[b], h_new[b]
         for j in range(hidden):
             out[j] = n_b[j] + z_b[j] * (h_b[j] - n_b[j])
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+def _gru_gates_forward(gi, gh, h, h_new, r, z, n, chunks):
+    """Rows in `chunks` blocks across the threads; one chunk opens no parallel region."""
+    batch = h.shape[0]
+    if chunks == 1:
+        _gates_forward_rows(gi, gh, h, h_new, r, z, n, 0, batch)
+        return
+    for c in prange(chunks):
+        _gates_forward_rows(gi, gh, h, h_new, r, z, n, c * batch // chunks, (c + 1) * batch // chunks)
 
 
 def _same_dtype(*arrays):
@@ -43,15 +59,15 @@ def gru_gates_forward(gi, gh, h):
         return numpy_kernels.gru_gates_forward(gi, gh, h)
     gi, gh, h = _same_dtype(gi, gh, h)
     h_new, r, z, n = (np.empty_like(h) for _ in range(4))
-    _gru_gates_forward(gi, gh, h, h_new, r, z, n)
+    _gru_gates_forward(gi, gh, h, h_new, r, z, n, pieces(h.size, PARALLEL_MIN_ELEMENTS, h.shape[0]))
     return h_new, r, z, n
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh):
-    batch, hidden = h.shape
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _gates_backward_rows(dh_new, h, r, z, n, gh_n, dgi, dgh, dh, first, stop):
+    hidden = h.shape[1]
     one = h.dtype.type(1)
-    for b in range(batch):
+    for b in range(first, stop):
         for j in range(hidden):
             g, r_j, z_j, n_j = dh_new[b, j], r[b, j], z[b, j], n[b, j]
             dn_pre = g * (one - z_j) * (one - n_j * n_j)
@@ -62,6 +78,16 @@ def _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh):
             dh[b, j] = g * z_j
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
+def _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh, chunks):
+    batch = h.shape[0]
+    if chunks == 1:
+        _gates_backward_rows(dh_new, h, r, z, n, gh_n, dgi, dgh, dh, 0, batch)
+        return
+    for c in prange(chunks):
+        _gates_backward_rows(dh_new, h, r, z, n, gh_n, dgi, dgh, dh, c * batch // chunks, (c + 1) * batch // chunks)
+
+
 def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     """Gradients (dgi, dgh (B, 3H), dh (B, H)) of gru_gates_forward; gh_n = gh[:, 2H:]."""
     if np.result_type(dh_new, h, r, z, n, gh_n) not in FLOAT_DTYPES:
@@ -70,7 +96,7 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     batch, hidden = h.shape
     dgi, dgh = np.empty((batch, 3 * hidden), h.dtype), np.empty((batch, 3 * hidden), h.dtype)
     dh = np.empty_like(h)
-    _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh)
+    _gru_gates_backward(dh_new, h, r, z, n, gh_n, dgi, dgh, dh, pieces(h.size, PARALLEL_MIN_ELEMENTS, h.shape[0]))
     return dgi, dgh, dh
 
 
