@@ -11,6 +11,7 @@ minigen's when torch is installed, on the same batches: the plateau is the task'
     python examples/experiments/plateau.py [--quick] [--out DIR]
 """
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -63,11 +64,8 @@ def minigen_side():
 
 
 def torch_side():
-    """The same for PyTorch's twin, or None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
+    """The same for PyTorch's twin."""
+    import torch
     from benchmarks.torch_reference import GPT
     torch.manual_seed(0)
     body = GPT(**SHAPE, bias=True)
@@ -97,7 +95,7 @@ def torch_side():
 def run(quick=False, out=RESULTS):
     s = SETTINGS["quick" if quick else "full"]
     sides = {"minigen": minigen_side}
-    if torch_side() is not None:
+    if importlib.util.find_spec("torch") is not None:
         sides["PyTorch"] = torch_side
     rows, curves = [], {}
     for task in ("lookup", "equal"):

@@ -297,8 +297,9 @@ class Seq2Seq(nn.Module):
                 new_hidden[layer] = np.tanh(gi + gh) if cell.mode == "tanh" else np.maximum(gi + gh, 0)
             x = new_hidden[layer]
         a = self.attention
-        context, weights = kernels.additive_attention_step(kernels.linear_forward(x, a.W.weight.data, None), state["keys"], a.v.weight.data[0],
-                                                           state["outputs"], state["lengths"], state["rows"])
+        query = kernels.linear_forward(x, a.W.weight.data, None)
+        context, weights = kernels.additive_attention_step(query, state["keys"], a.v.weight.data[0], state["outputs"],
+                                                           state["lengths"], state["rows"])
         return np.concatenate([x, context], axis=1), new_hidden, context, weights
 
     def reorder_state(self, state, index):

@@ -26,7 +26,7 @@ def optimization_step(optimizer, loss, lr, params, grad_clip, step, advice):
 
 @contextmanager
 def evaluating(model):
-    """Evaluation mode (no dropout) and no gradients inside the block; afterwards the model is back in
-    the mode it was in, so evaluating a model a caller keeps in eval mode does not switch it to training."""
+    """Evaluation mode (no dropout) and no gradients inside the block; afterwards every module is back in its
+    own mode (`Module.eval_mode`), so evaluating does not switch to training what a caller keeps in eval mode."""
     with model.eval_mode(), no_grad():
         yield model

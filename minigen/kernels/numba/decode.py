@@ -104,5 +104,5 @@ def decode_block(x, weights, keys, values, length, n_head, eps, approximate):
     # one split for the block, by its smallest product: a small model's step stays on one thread
     chunks = pieces(x.shape[0] * proj[0].size, PARALLEL_MIN_WORK, x.shape[1])
     return _decode_block(x, _norm(*ln_1), layer_arrays(x, *attn), layer_arrays(x, *proj), _norm(*ln_2),
-                         layer_arrays(x, *fc), layer_arrays(x, *mlp), keys, values, int(length), int(n_head), float(eps),
-                         tanh_form, _NO_MASK, chunks)
+                         layer_arrays(x, *fc), layer_arrays(x, *mlp), keys, values, int(length), int(n_head),
+                         float(eps), tanh_form, _NO_MASK, chunks)
