@@ -249,6 +249,64 @@ def attention_context_composed(weights, values):
     return (weights.unsqueeze(1) @ values).squeeze(1)
 
 
+# ----- the teacher-forced attention decoder -----------------------------------------------------------
+@st.composite
+def bahdanau_decoder_cases(draw):
+    B, T, E, H, S, A = (draw(st.integers(1, 3)) for _ in range(6))
+    small = values(-1.0, 1.0)
+    inputs = [array(draw, (B, T, E)), array(draw, (B, H), small), array(draw, (B, S, H)), array(draw, (B, S, A)),
+              array(draw, (3 * H, E + H), small), array(draw, (3 * H, H), small), array(draw, (A, H), small),
+              array(draw, (1, A))]
+    if draw(st.booleans()):
+        inputs += [array(draw, (3 * H,), small), array(draw, (3 * H,), small)]
+    lengths = np.array(draw(st.lists(st.integers(1, S), min_size=B, max_size=B)))
+    return Case(tuple(inputs), {"lengths": lengths})
+
+
+def _bahdanau_decoder(embedded, h0, values, keys, weight_ih, weight_hh, query_weight, v, *biases, lengths):
+    bias_ih, bias_hh = biases or (None, None)
+    return Function.registry["BahdanauDecoder"].apply(embedded, h0, values, keys, weight_ih, weight_hh, bias_ih,
+                                                      bias_hh, query_weight, v, lengths=lengths)
+
+
+def np_bahdanau_decoder(embedded, h0, values, keys, weight_ih, weight_hh, query_weight, v, *biases, lengths):
+    """[h_t; c_t] for every step, written from the equations: a GRU cell on [embedded_t; c_{t-1}], then additive
+    attention of W h_t over the real positions of each source."""
+    bias_ih, bias_hh = biases or (0.0, None)
+    B, T, _ = embedded.shape
+    h, context, features = h0, np.zeros_like(h0), []
+    real = np.arange(values.shape[1])[None, :] < lengths[:, None]
+    for t in range(T):
+        x_proj = np.concatenate([embedded[:, t], context], axis=1) @ weight_ih.T + bias_ih
+        h, _ = np_cell_step(x_proj, h, weight_hh, bias_hh, "gru")
+        scores = np.tanh((h @ query_weight.T)[:, None, :] + keys) @ v[0]
+        weights = np.where(real, np.exp(scores - np.where(real, scores, -np.inf).max(axis=1, keepdims=True)), 0.0)
+        weights /= weights.sum(axis=1, keepdims=True)
+        context = np.einsum("bs,bsh->bh", weights, values)
+        features.append(np.concatenate([h, context], axis=1))
+    return np.stack(features, axis=1)
+
+
+def bahdanau_decoder_composed(embedded, h0, values, keys, weight_ih, weight_hh, query_weight, v, *biases, lengths):
+    """The same decoder from primitive ops, step by step: cat, matmul, sigmoid, tanh, masked softmax, matmul."""
+    bias_ih, bias_hh = biases or (0.0, 0.0)
+    H = h0.shape[1]
+    padding = np.arange(values.shape[1])[None, :] >= lengths[:, None]
+    h, context, features = h0, mg.zeros(h0.shape, dtype=h0.dtype), []
+    for t in range(embedded.shape[1]):
+        gi = mg.cat([embedded[:, t], context], dim=1) @ weight_ih.T + bias_ih
+        gh = h @ weight_hh.T + bias_hh
+        r = (gi[:, :H] + gh[:, :H]).sigmoid()
+        z = (gi[:, H:2 * H] + gh[:, H:2 * H]).sigmoid()
+        n = (gi[:, 2 * H:] + r * gh[:, 2 * H:]).tanh()
+        h = (1.0 - z) * n + z * h
+        scores = ((h @ query_weight.T).unsqueeze(1) + keys).tanh() @ v[0]
+        weights = mg.nn.functional.softmax(scores.masked_fill(padding, -1e30), dim=-1).masked_fill(padding, 0.0)
+        context = (weights.unsqueeze(1) @ values).squeeze(1)
+        features.append(mg.cat([h, context], dim=1))
+    return mg.stack(features, dim=1)
+
+
 LAYER_OP_SPECS = {
     "Recurrence": OpSpec("Recurrence", recurrence_cases(), _recurrence, _np_recurrence),
     "ScaledDotProductAttention": OpSpec(
@@ -264,6 +322,7 @@ LAYER_OP_SPECS = {
     "AttentionContext": OpSpec("AttentionContext", attention_context_cases(),
                                lambda *inputs: Function.registry["AttentionContext"].apply(*inputs),
                                lambda weights, values: np.einsum("bs,bsh->bh", weights, values)),
+    "BahdanauDecoder": OpSpec("BahdanauDecoder", bahdanau_decoder_cases(), _bahdanau_decoder, np_bahdanau_decoder),
 }
 
 LAYER_COMPOSITIONS = {
@@ -273,6 +332,7 @@ LAYER_COMPOSITIONS = {
     "CachedCausalSelfAttention": Composition(cached_attention_composed),
     "AdditiveScores": Composition(additive_scores_composed),
     "AttentionContext": Composition(attention_context_composed),
+    "BahdanauDecoder": Composition(bahdanau_decoder_composed),
 }
 
 

@@ -413,6 +413,51 @@ def test_additive_attention_step_matches_reference_serial_and_split(dtype, data,
             close(a, b, dtype, scale=10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), B=st.sampled_from([1, 2, 7, 64]), S=st.sampled_from([1, 3, 16]),
+       H=st.sampled_from([1, 5, 16, 67]), Hv=st.sampled_from([1, 6]))
+@settings(max_examples=25)
+def test_additive_attention_forward_and_backward_match_reference_serial_and_split(dtype, data, B, S, H, Hv):
+    query, keys, v = draw_array(data, (B, H), dtype), draw_array(data, (B, S, H), dtype), draw_array(data, (H,), dtype)
+    values, dcontext = draw_array(data, (B, S, Hv), dtype), draw_array(data, (B, Hv), dtype)
+    lengths = np.array(data.draw(st.lists(st.integers(1, S), min_size=B, max_size=B)))
+    start_keys, start_values = draw_array(data, (B, S, H), dtype), draw_array(data, (B, S, Hv), dtype)
+    want = ref.additive_attention_forward(query, keys, v, values, lengths)
+    want_keys, want_values = start_keys.copy(), start_values.copy()
+    want_grads = ref.additive_attention_backward(dcontext, want[1], want[2], v, values, want_keys, want_values)
+    padding = np.arange(S)[None, :] >= lengths[:, None]
+    assert np.all(want[1][padding] == 0) and np.all(want[2][padding] == 0)
+    for threads in (1, 2, 3):
+        dkeys, dvalues = start_keys.copy(), start_values.copy()  # backward adds into them
+        with split_calls(threads):
+            got = nb.additive_attention_forward(query, keys, v, values, lengths)
+            got_grads = nb.additive_attention_backward(dcontext, want[1], want[2], v, values, dkeys, dvalues)
+        for a, b in zip(got + got_grads + (dkeys, dvalues), want + want_grads + (want_keys, want_values)):
+            assert a.dtype == dtype
+            close(a, b, dtype, scale=10)
+
+
+def test_additive_attention_forward_agrees_with_the_decoding_step():
+    rng = np.random.default_rng(0)
+    query, keys, v, values = (rng.standard_normal(shape) for shape in ((4, 5), (4, 7, 5), (5,), (4, 7, 3)))
+    lengths = np.array([7, 1, 3, 5])
+    context, weights, _ = nb.additive_attention_forward(query, keys, v, values, lengths)
+    step_context, step_weights = nb.additive_attention_step(query, keys, v, values, lengths, np.arange(4))
+    np.testing.assert_allclose(context, step_context, rtol=1e-12)
+    np.testing.assert_allclose(weights, step_weights, rtol=1e-12)
+
+
+def test_additive_attention_forward_rejects_bad_shapes_and_lengths():
+    args = [np.zeros((2, 4)), np.zeros((2, 5, 4)), np.zeros(4), np.zeros((2, 5, 3))]
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        nb.additive_attention_forward(*args, np.array([0, 3]))
+    with pytest.raises(ValueError, match="expected query"):
+        nb.additive_attention_forward(args[0], np.zeros((2, 5, 3)), *args[2:], np.array([1, 3]))
+    with pytest.raises(ValueError, match="expected dcontext"):
+        nb.additive_attention_backward(np.zeros((2, 3)), np.zeros((2, 5)), np.zeros((2, 5, 4)), np.zeros(4),
+                                       np.zeros((2, 5, 3)), np.zeros((2, 5, 4)), np.zeros((2, 5, 2)))
+
+
 def test_additive_attention_step_rejects_rows_and_lengths_out_of_range():
     args = [np.zeros((2, 4)), np.zeros((3, 5, 4)), np.zeros(4), np.zeros((3, 5, 2))]
     with pytest.raises(ValueError, match="rows"):

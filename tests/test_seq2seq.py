@@ -165,6 +165,37 @@ def test_gradients_of_the_full_model_match_central_differences(attention, cell):
         assert abs(analytic - numeric) <= 1e-5 * max(1.0, abs(numeric)), (name, analytic, numeric)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_one_op_decoder_equals_the_step_by_step_decoder(dtype, monkeypatch):
+    """The default shape (one GRU layer, Bahdanau, teacher forcing) trains through ops.BahdanauDecoder; the logits
+    and every parameter's gradient equal those of the decoder built step by step from the layers."""
+    model = make_model(dtype).train()
+    assert model._decodes_in_one_op(1.0)
+    b = batch(PAIRS)
+    upstream = np.random.default_rng(0).standard_normal(b["tgt_in"].shape + (len(VOCAB),)).astype(dtype)
+    results = []
+    for one_op in (True, False):
+        monkeypatch.setattr(model, "_decodes_in_one_op", lambda ratio, one_op=one_op: one_op)
+        model.zero_grad()
+        logits = model(b["src"], b["src_lengths"], b["tgt_in"])
+        (logits * mg.tensor(upstream)).sum().backward()
+        results.append((logits.data.copy(), {n: p.grad.copy() for n, p in model.named_parameters()}))
+    (fused, fused_grads), (steps, step_grads) = results
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused, steps, **tolerance)
+    for name in step_grads:
+        np.testing.assert_allclose(fused_grads[name], step_grads[name], err_msg=name, **tolerance)
+
+
+def test_the_one_op_decoder_serves_only_what_it_computes():
+    assert not make_model(num_layers=2)._decodes_in_one_op(1.0)
+    assert not make_model(cell="rnn")._decodes_in_one_op(1.0)
+    assert not make_model(attention="luong-dot")._decodes_in_one_op(1.0)
+    assert not make_model()._decodes_in_one_op(0.5)  # scheduled sampling feeds back predictions step by step
+    assert not make_model(dropout=0.1).train()._decodes_in_one_op(1.0)
+    assert make_model(dropout=0.1).eval()._decodes_in_one_op(1.0)
+
+
 def test_tiny_model_overfits_eight_reverse_pairs():
     data = load_task("reverse", n_train=8, n_valid=1, n_test=1, seed=1, min_len=2, max_len=5, alphabet="abcd")
     mg.manual_seed(0)

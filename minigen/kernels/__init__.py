@@ -33,7 +33,8 @@ from . import numpy_kernels, settings
 # each reference; a kernel appended to numpy_kernels.py is dispatched without being listed (see KERNELS),
 # and tests/test_kernel_dispatch.py asks for it to be added here.
 from .numpy_kernels import (  # noqa: F401
-    MASKED_SCORE, adamw_amsgrad_update, adamw_update, additive_attention_step, additive_scores_backward,
+    MASKED_SCORE, adamw_amsgrad_update, adamw_update, additive_attention_backward, additive_attention_forward,
+    additive_attention_step, additive_scores_backward,
     additive_scores_forward, attention_backward, attention_context_backward, attention_context_forward,
     attention_forward, cached_attention_forward, cross_entropy_backward, cross_entropy_forward, decode_block,
     dequantize_int8, embedding_backward, gelu_backward, gelu_forward, gemm, gru_gates_backward, gru_gates_forward,

@@ -18,10 +18,12 @@ from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward, gru_sequence_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
                          log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward)
-from .numba.seq2seq_attention import additive_attention_step, additive_scores_backward, additive_scores_forward, \
-    attention_context_backward, attention_context_forward
+from .numba.seq2seq_attention import additive_attention_backward, additive_attention_forward, \
+    additive_attention_step, additive_scores_backward, additive_scores_forward, attention_context_backward, \
+    attention_context_forward
 
-__all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_attention_step",
+__all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_attention_backward",
+           "additive_attention_forward", "additive_attention_step",
            "additive_scores_backward", "additive_scores_forward", "attention_backward",
            "attention_context_backward", "attention_context_forward", "attention_forward",
            "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward", "decode_block",

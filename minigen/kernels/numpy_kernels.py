@@ -227,6 +227,33 @@ def additive_attention_step(query, keys, v, values, lengths, rows):
     return np.einsum("ns,nsh->nh", weights, values[rows]), weights
 
 
+def additive_attention_forward(query, keys, v, values, lengths):
+    """An RNN decoder's attention step in training (what `additive_attention_step` computes, for row b = source b,
+    keeping what backward needs): scores[b, s] = v . tanh(query[b] + keys[b, s]) over s < lengths[b], weights =
+    their softmax (0 at padding), context = weights @ values[b]. query (B, H), keys (B, S, H), v (H,), values
+    (B, S, Hv), lengths (B,) >= 1. Returns (context (B, Hv), weights (B, S), t = the tanh (B, S, H), 0 at padding)."""
+    padding = np.arange(keys.shape[1])[None, :] >= lengths[:, None]
+    t = np.tanh(query[:, None, :] + keys)
+    t[padding] = 0
+    scores = t @ v
+    scores[padding] = -np.inf
+    weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("bs,bsh->bh", weights, values), weights, t
+
+
+def additive_attention_backward(dcontext, weights, t, v, values, dkeys, dvalues):
+    """Backward of additive_attention_forward given dcontext (B, Hv): returns (dquery (B, H), dv (H,)) and ADDS the
+    keys' and values' gradients into dkeys (B, S, H) and dvalues (B, S, Hv) (a decoder sums them over its steps).
+    Padding needs no lengths here: its weights and t are 0, and so are its gradients."""
+    dweights = np.einsum("bh,bsh->bs", dcontext, values)
+    dvalues += weights[:, :, None] * dcontext[:, None, :]
+    dscores = weights * (dweights - (weights * dweights).sum(axis=1, keepdims=True))
+    d = dscores[:, :, None] * v * (1 - t * t)
+    dkeys += d
+    return d.sum(axis=1), np.einsum("bs,bsh->h", dscores, t)
+
+
 # ----- scaled dot-product attention (materializes the (L, S) scores: the reference, not the fast path) ----
 # A masked score is this large finite negative rather than -inf, so that the arithmetic stays finite (and
 # Numba's fastmath stays valid). A query row whose keys are all masked outputs 0 and gets lse = MASKED_SCORE.

@@ -30,7 +30,7 @@ from ..generation import check_attention_mask, generate
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import parse_json
 from ..nn import functional as F
-from ..ops import cat, stack
+from ..ops import BahdanauDecoder, cat, stack
 from ..random import generator
 from ..tokenizers.char import CharTokenizer
 
@@ -148,7 +148,8 @@ class Seq2Seq(nn.Module):
         # h_n is (layers * directions, B, H / directions): put the directions of a layer side by side
         finals = h_n.reshape(c.num_layers, directions, B, -1).permute(0, 2, 1, 3).reshape(c.num_layers, B, -1)
         initial = self.bridge(finals).tanh()
-        memory = {"outputs": outputs, "mask": np.arange(src.shape[1])[None, :] >= lengths[:, None]}
+        memory = {"outputs": outputs, "lengths": lengths,
+                  "mask": np.arange(src.shape[1])[None, :] >= lengths[:, None]}
         memory["keys"] = None if self.attention is None else self.attention.precompute_keys(outputs)
         return memory, [initial[layer] for layer in range(c.num_layers)]
 
@@ -208,6 +209,12 @@ class Seq2Seq(nn.Module):
         B, T = tgt_in.shape
         if memory["outputs"].shape[0] != B:
             raise ValueError(f"tgt_in has {B} rows but src has {memory['outputs'].shape[0]}")
+        if self._decodes_in_one_op(teacher_forcing_ratio):
+            cell, attention = self.decoder[0], self.attention
+            features = BahdanauDecoder.apply(self.tgt_embedding(tgt_in), hidden[0], memory["outputs"], memory["keys"],
+                                             cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
+                                             attention.W.weight, attention.v.weight, lengths=memory["lengths"])
+            return self.out(features)
         context = self._initial_context(B, memory)
         tokens, features = tgt_in[:, 0], []
         for t in range(T):
@@ -223,6 +230,13 @@ class Seq2Seq(nn.Module):
         # one output projection for all steps: a single GEMM instead of T small ones
         features = F.dropout(stack(features, dim=1), self.config.dropout, self.training)
         return self.out(features)
+
+    def _decodes_in_one_op(self, teacher_forcing_ratio):
+        """Whether teacher-forced decoding runs as the fused `ops.BahdanauDecoder` (the default model's shape: one
+        GRU layer, Bahdanau attention, no dropout at work, every input the target's) rather than step by step."""
+        c = self.config
+        return c.cell == "gru" and c.num_layers == 1 and c.attention == "bahdanau" and teacher_forcing_ratio == 1.0 \
+            and not (self.training and c.dropout > 0)
 
     @staticmethod
     def loss(logits, tgt_out, ignore_index=-100):

@@ -9,6 +9,7 @@ from .elementwise import (Abs, Add, Cast, Div, Dropout, Exp, Gelu, Log, MaskedFi
 from .fused import CrossEntropy, Embedding, LayerNorm, LogSoftmax, Softmax
 from .matmul import Linear, LinearGelu, MatMul
 from .attention import ScaledDotProductAttention
+from .decoder import BahdanauDecoder
 from .rnn import Recurrence
 from .reduce import Amax, Mean, Sum, Var
 from .shape import Cat, Contiguous, Expand, GetItem, Permute, Reshape, Stack, check_dim

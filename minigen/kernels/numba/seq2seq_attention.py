@@ -206,6 +206,129 @@ def attention_context_backward(dcontext, weights, values):
     return dweights, dvalues
 
 
+# ----- training: scores, softmax and context in one pass each way (the fused decoder's step) -----------
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _attention_forward_rows(query, keys, v, values, lengths, context, weights, t, first, stop):
+    H, Hv = keys.shape[2], values.shape[2]
+    for b in range(first, stop):
+        length = lengths[b]
+        for s in range(keys.shape[1]):
+            total = query.dtype.type(0)
+            for h in range(H):
+                x = fast_tanh(query[b, h] + keys[b, s, h]) if s < length else query.dtype.type(0)
+                t[b, s, h] = x
+                total += x * v[h]
+            weights[b, s] = total
+        top = weights[b, 0]
+        for s in range(1, length):
+            top = max(top, weights[b, s])
+        total = query.dtype.type(0)
+        for s in range(length):
+            e = fast_exp(weights[b, s] - top)
+            weights[b, s] = e
+            total += e
+        inverse = 1 / total
+        for s in range(weights.shape[1]):
+            weights[b, s] = weights[b, s] * inverse if s < length else 0
+        for h in range(Hv):
+            context[b, h] = 0
+        for s in range(length):
+            w = weights[b, s]
+            for h in range(Hv):
+                context[b, h] += w * values[b, s, h]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _attention_backward_rows(dcontext, weights, t, v, values, dkeys, dvalues, dquery, dv, first, stop):
+    """Rows first .. stop - 1: dquery, and their gradients added into dkeys, dvalues and dv."""
+    H, Hv = t.shape[2], values.shape[2]
+    one = t.dtype.type(1)
+    dweights = np.empty(t.shape[1], t.dtype)
+    for b in range(first, stop):
+        mean = t.dtype.type(0)  # sum over s of weights * dweights
+        for s in range(t.shape[1]):
+            w, total = weights[b, s], t.dtype.type(0)
+            for h in range(Hv):
+                total += dcontext[b, h] * values[b, s, h]
+                dvalues[b, s, h] += w * dcontext[b, h]
+            dweights[s] = total
+            mean += w * total
+        for h in range(H):
+            dquery[b, h] = 0
+        for s in range(t.shape[1]):
+            g = weights[b, s] * (dweights[s] - mean)
+            for h in range(H):
+                x = t[b, s, h]
+                d = g * v[h] * (one - x * x)
+                dkeys[b, s, h] += d
+                dquery[b, h] += d
+                dv[h] += g * x
+
+
+@njit(cache=True, parallel=True)
+def _attention_forward_parallel(query, keys, v, values, lengths, context, weights, t, chunks):
+    B = query.shape[0]
+    for chunk in prange(chunks):
+        _attention_forward_rows(query, keys, v, values, lengths, context, weights, t, chunk * B // chunks,
+                                (chunk + 1) * B // chunks)
+
+
+@njit(cache=True, parallel=True)
+def _attention_backward_parallel(dcontext, weights, t, v, values, dkeys, dvalues, dquery, dv_parts, chunks):
+    B = t.shape[0]
+    for chunk in prange(chunks):
+        _attention_backward_rows(dcontext, weights, t, v, values, dkeys, dvalues, dquery, dv_parts[chunk],
+                                 chunk * B // chunks, (chunk + 1) * B // chunks)
+
+
+def additive_attention_forward(query, keys, v, values, lengths):
+    """(context (B, Hv), weights (B, S), t (B, S, H)) of training's attention step (see
+    `numpy_kernels.additive_attention_forward`)."""
+    (B, H), S = query.shape, keys.shape[1]
+    if keys.shape != (B, S, H) or v.shape != (H,) or values.shape[:2] != (B, S) or lengths.shape != (B,):
+        raise ValueError(f"additive_attention_forward: expected query (B, H), keys (B, S, H), v (H,), values "
+                         f"(B, S, Hv) and lengths (B,), got shapes {query.shape}, {keys.shape}, {v.shape}, "
+                         f"{values.shape} and {lengths.shape}")
+    if B and (lengths.min() < 1 or lengths.max() > S):
+        raise ValueError(f"additive_attention_forward: lengths must lie in [1, {S}]")
+    arrays = _float_arrays(query, keys, v, values)
+    if arrays is None:
+        return numpy_kernels.additive_attention_forward(query, keys, v, values, lengths)
+    query, keys, v, values = arrays
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    dt = query.dtype
+    context, weights, t = np.empty((B, values.shape[2]), dt), np.empty((B, S), dt), np.empty((B, S, H), dt)
+    chunks = _chunks(keys.shape)
+    if chunks == 1:
+        _attention_forward_rows(query, keys, v, values, lengths, context, weights, t, 0, B)
+    else:
+        _attention_forward_parallel(query, keys, v, values, lengths, context, weights, t, chunks)
+    return context, weights, t
+
+
+def additive_attention_backward(dcontext, weights, t, v, values, dkeys, dvalues):
+    """(dquery, dv) of additive_attention_forward, the keys' and values' gradients added into dkeys and dvalues
+    (see `numpy_kernels.additive_attention_backward`)."""
+    B, S, H = t.shape
+    if dcontext.shape != (B, values.shape[2]) or weights.shape != (B, S) or v.shape != (H,) or \
+            values.shape[:2] != (B, S) or dkeys.shape != t.shape or dvalues.shape != values.shape:
+        raise ValueError(f"additive_attention_backward: expected dcontext (B, Hv), weights (B, S), t (B, S, H), "
+                         f"v (H,), values and dvalues (B, S, Hv), dkeys (B, S, H), got shapes {dcontext.shape}, "
+                         f"{weights.shape}, {t.shape}, {v.shape}, {values.shape}, {dvalues.shape}, {dkeys.shape}")
+    arrays = _float_arrays(dcontext, weights, t, v, values)
+    accumulators_fit = all(a.dtype == t.dtype and a.flags.c_contiguous for a in (dkeys, dvalues))
+    if arrays is None or not accumulators_fit:
+        return numpy_kernels.additive_attention_backward(dcontext, weights, t, v, values, dkeys, dvalues)
+    dcontext, weights, t, v, values = arrays
+    chunks = _chunks(t.shape)
+    dquery, dv_parts = np.empty((B, H), t.dtype), np.zeros((chunks, H), t.dtype)
+    if chunks == 1:
+        _attention_backward_rows(dcontext, weights, t, v, values, dkeys, dvalues, dquery, dv_parts[0], 0, B)
+    else:
+        _attention_backward_parallel(dcontext, weights, t, v, values, dkeys, dvalues, dquery, dv_parts, chunks)
+    return dquery, dv_parts.sum(axis=0)  # in chunk order: the same sum on every run
+
+
 # ----- decoding: scores, softmax and context in one pass, no gradient --------------------------------
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_step_rows(query, keys, v, values, lengths, rows, context, weights, first, stop):
