@@ -274,7 +274,19 @@ class Seq2Seq(nn.Module):
                  "keys": None if memory["keys"] is None else memory["keys"].data, "rows": np.arange(len(ids)),
                  "hidden": np.stack([h.data for h in hidden]),
                  "context": None if context is None else context.data, "attention": None}
+        if isinstance(self.attention, nn.BahdanauAttention):
+            state.update(self._input_gate_arrays())
         return state, np.full((len(ids), 1), self.config.bos_id, dtype=np.int64)
+
+    def _input_gate_arrays(self):
+        """What `_decode_step_arrays` computes once per `generate` call: the first cell's input gates for every
+        target token (embedding @ W_ih[:, :E]^T + b_ih, a (V, G) table: a step looks its tokens' rows up instead of
+        multiplying their embeddings) and the part of W_ih that multiplies the fed-back context."""
+        cell, E = self.decoder[0], self.config.embedding_size
+        weight = cell.weight_ih.data
+        return {"input_gates": kernels.linear_forward(self.tgt_embedding.weight.data, np.ascontiguousarray(weight[:, :E]),
+                                                      cell.bias_ih.data if cell.bias else None),
+                "context_weight": np.ascontiguousarray(weight[:, E:])}
 
     def decode_step(self, new_tokens, state):
         hidden, context, weights = state["hidden"], state["context"], None
@@ -298,12 +310,14 @@ class Seq2Seq(nn.Module):
                 None if weights is None else weights.data)
 
     def _decode_step_arrays(self, tokens, hidden, context, state):
-        """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. The products go to BLAS
-        and the attention is one kernel call that reads the shared memory through state['rows']."""
-        x = np.concatenate([self.tgt_embedding.weight.data[tokens], context], axis=1)
+        """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. The tokens' input gates are
+        rows of a table (`_input_gate_arrays`), the products go to BLAS, and the attention is one kernel call that
+        reads the shared memory through state['rows']."""
+        gi = state["input_gates"][tokens] + kernels.linear_forward(context, state["context_weight"], None)
         new_hidden = np.empty_like(hidden)
         for layer, cell in enumerate(self.decoder):
-            gi = kernels.linear_forward(x, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None)
+            if layer:
+                gi = kernels.linear_forward(x, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None)
             gh = kernels.linear_forward(hidden[layer], cell.weight_hh.data, cell.bias_hh.data if cell.bias else None)
             if cell.mode == "gru":
                 new_hidden[layer] = kernels.gru_gates_forward(gi, gh, hidden[layer])[0]
