@@ -284,9 +284,9 @@ class Seq2Seq(nn.Module):
         multiplying their embeddings) and the part of W_ih that multiplies the fed-back context."""
         cell, E = self.decoder[0], self.config.embedding_size
         weight = cell.weight_ih.data
-        return {"input_gates": kernels.linear_forward(self.tgt_embedding.weight.data, np.ascontiguousarray(weight[:, :E]),
-                                                      cell.bias_ih.data if cell.bias else None),
-                "context_weight": np.ascontiguousarray(weight[:, E:])}
+        table = kernels.linear_forward(self.tgt_embedding.weight.data, np.ascontiguousarray(weight[:, :E]),
+                                       cell.bias_ih.data if cell.bias else None)
+        return {"input_gates": table, "context_weight": np.ascontiguousarray(weight[:, E:])}
 
     def decode_step(self, new_tokens, state):
         hidden, context, weights = state["hidden"], state["context"], None
@@ -313,10 +313,11 @@ class Seq2Seq(nn.Module):
         """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. The tokens' input gates are
         rows of a table (`_input_gate_arrays`), the products go to BLAS, and the attention is one kernel call that
         reads the shared memory through state['rows']."""
-        gi = state["input_gates"][tokens] + kernels.linear_forward(context, state["context_weight"], None)
-        new_hidden = np.empty_like(hidden)
+        x, new_hidden = context, np.empty_like(hidden)
         for layer, cell in enumerate(self.decoder):
-            if layer:
+            if layer == 0:  # the embeddings' share from the table, the fed-back context's by a product
+                gi = state["input_gates"][tokens] + kernels.linear_forward(x, state["context_weight"], None)
+            else:
                 gi = kernels.linear_forward(x, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None)
             gh = kernels.linear_forward(hidden[layer], cell.weight_hh.data, cell.bias_hh.data if cell.bias else None)
             if cell.mode == "gru":
