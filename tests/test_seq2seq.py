@@ -67,6 +67,23 @@ def test_graph_free_decode_step_equals_the_tensor_step_after_reordering(cell, nu
     np.testing.assert_array_equal(state["rows"], [2, 0, 0, 1, 2])
 
 
+def test_decoding_with_the_input_gate_table_equals_decoding_without():
+    """Many sources: the first cell's input gates come from a table built once per call; few: from the product."""
+    model = make_model()
+    texts = [("abcdef" * 2)[i:i + 1 + i % 5] for i in range(len(VOCAB) + 2)]
+    ids, mask = model.encode_sources(texts)
+    with_table, prefix = model.start_decoding(ids, mask)
+    assert with_table["input_gates"] is not None
+    assert model.start_decoding(ids[:2], mask[:2])[0]["input_gates"] is None
+    without = dict(with_table, input_gates=None)
+    tokens = prefix
+    for _ in range(4):
+        logits, with_table = model.decode_step(tokens, with_table)
+        reference, without = model.decode_step(tokens, without)
+        np.testing.assert_allclose(logits, reference, rtol=1e-12, atol=1e-12)
+        tokens = logits.argmax(axis=1)[:, None]
+
+
 def test_teacher_forcing_ratio_zero_feeds_back_greedy_predictions():
     model = make_model()
     b = batch(PAIRS[:2])

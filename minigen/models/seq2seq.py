@@ -274,12 +274,13 @@ class Seq2Seq(nn.Module):
                  "keys": None if memory["keys"] is None else memory["keys"].data, "rows": np.arange(len(ids)),
                  "hidden": np.stack([h.data for h in hidden]),
                  "context": None if context is None else context.data, "attention": None}
-        if isinstance(self.attention, nn.BahdanauAttention):
-            state.update(self._input_gate_arrays())
+        # a table of V rows pays for itself in one step of V rows or more; for a few sources it costs more than it saves
+        table = isinstance(self.attention, nn.BahdanauAttention) and len(ids) >= self.config.tgt_vocab_size
+        state.update(self._input_gate_arrays() if table else {"input_gates": None})
         return state, np.full((len(ids), 1), self.config.bos_id, dtype=np.int64)
 
     def _input_gate_arrays(self):
-        """What `_decode_step_arrays` computes once per `generate` call: the first cell's input gates for every
+        """What `_decode_step_arrays` can compute once per `generate` call: the first cell's input gates for every
         target token (embedding @ W_ih[:, :E]^T + b_ih, a (V, G) table: a step looks its tokens' rows up instead of
         multiplying their embeddings) and the part of W_ih that multiplies the fed-back context."""
         cell, E = self.decoder[0], self.config.embedding_size
@@ -310,14 +311,16 @@ class Seq2Seq(nn.Module):
                 None if weights is None else weights.data)
 
     def _decode_step_arrays(self, tokens, hidden, context, state):
-        """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. The tokens' input gates are
-        rows of a table (`_input_gate_arrays`), the products go to BLAS, and the attention is one kernel call that
-        reads the shared memory through state['rows']."""
+        """`_step` with Bahdanau attention on arrays, no graph: decoding's hot loop. For many sources the tokens'
+        input gates are rows of a table (`_input_gate_arrays`), the products go to BLAS, and the attention is one
+        kernel call that reads the shared memory through state['rows']."""
         x, new_hidden = context, np.empty_like(hidden)
         for layer, cell in enumerate(self.decoder):
-            if layer == 0:  # the embeddings' share from the table, the fed-back context's by a product
+            if layer == 0 and state["input_gates"] is not None:  # the embeddings' share from the table
                 gi = state["input_gates"][tokens] + kernels.linear_forward(x, state["context_weight"], None)
             else:
+                if layer == 0:
+                    x = np.concatenate([self.tgt_embedding.weight.data[tokens], x], axis=1)
                 gi = kernels.linear_forward(x, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None)
             gh = kernels.linear_forward(hidden[layer], cell.weight_hh.data, cell.bias_hh.data if cell.bias else None)
             if cell.mode == "gru":
