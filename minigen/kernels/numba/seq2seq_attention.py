@@ -206,10 +206,33 @@ def attention_context_backward(dcontext, weights, values):
     return dweights, dvalues
 
 
+# ----- an attention step's softmax and context, shared by training's step and decoding's ---------------
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_and_context(scores, length, values, context):
+    """One row: scores (S,) become their softmax over the first `length` positions (0 after), in place, and
+    context (Hv,) = that softmax @ values (S, Hv)."""
+    top = scores[0]
+    for s in range(1, length):
+        top = max(top, scores[s])
+    total = scores.dtype.type(0)
+    for s in range(length):
+        e = fast_exp(scores[s] - top)
+        scores[s] = e
+        total += e
+    inverse = 1 / total
+    for s in range(scores.shape[0]):
+        scores[s] = scores[s] * inverse if s < length else 0
+    context[:] = 0
+    for s in range(length):
+        w = scores[s]
+        for h in range(values.shape[1]):
+            context[h] += w * values[s, h]
+
+
 # ----- training: scores, softmax and context in one pass each way (the fused decoder's step) -----------
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _attention_forward_rows(query, keys, v, values, lengths, context, weights, t, first, stop):
-    H, Hv = keys.shape[2], values.shape[2]
+    H = keys.shape[2]
     for b in range(first, stop):
         length = lengths[b]
         for s in range(keys.shape[1]):
@@ -219,23 +242,7 @@ def _attention_forward_rows(query, keys, v, values, lengths, context, weights, t
                 t[b, s, h] = x
                 total += x * v[h]
             weights[b, s] = total
-        top = weights[b, 0]
-        for s in range(1, length):
-            top = max(top, weights[b, s])
-        total = query.dtype.type(0)
-        for s in range(length):
-            e = fast_exp(weights[b, s] - top)
-            weights[b, s] = e
-            total += e
-        inverse = 1 / total
-        for s in range(weights.shape[1]):
-            weights[b, s] = weights[b, s] * inverse if s < length else 0
-        for h in range(Hv):
-            context[b, h] = 0
-        for s in range(length):
-            w = weights[b, s]
-            for h in range(Hv):
-                context[b, h] += w * values[b, s, h]
+        _softmax_and_context(weights[b], length, values[b], context[b])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -341,23 +348,7 @@ def _attention_step_rows(query, keys, v, values, lengths, rows, context, weights
             for h in range(H):
                 total += fast_tanh(query[n, h] + keys[b, s, h]) * v[h]
             weights[n, s] = total
-        top = weights[n, 0]
-        for s in range(1, length):
-            top = max(top, weights[n, s])
-        total = query.dtype.type(0)
-        for s in range(length):
-            e = fast_exp(weights[n, s] - top)
-            weights[n, s] = e
-            total += e
-        inverse = 1 / total
-        for s in range(weights.shape[1]):
-            weights[n, s] = weights[n, s] * inverse if s < length else 0
-        for h in range(values.shape[2]):
-            context[n, h] = 0
-        for s in range(length):
-            w = weights[n, s]
-            for h in range(values.shape[2]):
-                context[n, h] += w * values[b, s, h]
+        _softmax_and_context(weights[n], length, values[b], context[n])
 
 
 @njit(cache=True, parallel=True)
