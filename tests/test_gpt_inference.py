@@ -141,7 +141,7 @@ def test_generate_allocates_the_cache_once(checkpoint, monkeypatch):
     assert out.shape[1] <= 23 and created == [23] and grown == []
 
 
-@pytest.mark.parametrize("rows", [1, 2])  # batch 1 decodes a block as one kernel (kernels.decode_block)
+@pytest.mark.parametrize("rows", [1, 2])  # batch 1 decodes every block in one kernel call (kernels.decode_blocks)
 @pytest.mark.parametrize("quantized", [False, True])
 def test_cached_decoding_matches_full_forward_logits(checkpoint, rows, quantized):
     """Each step's logits from the cache equal the full forward pass's at that position (float precision), for
@@ -223,21 +223,38 @@ def test_int8_linear_input_gradient_checks(rng=np.random.default_rng(9)):
     check_gradients(call_gelu, [rng.standard_normal((2, 7))], {}, rng)
 
 
+@pytest.mark.parametrize("tuned", [False, True])
+def test_decoding_a_mapped_checkpoint_equals_recomputing(checkpoint, tuned):
+    """Batch-1 cached decoding of a memory-mapped checkpoint, and of one where a block's weight has since been
+    replaced (decoding reads the weights as they are at each step), gives the tokens of recomputing the whole
+    sequence at every step."""
+    directory, _ = checkpoint
+    model = GPT.from_pretrained(directory)
+    weight = model.transformer.h[0].mlp.c_fc.weight
+    if tuned:
+        weight.data = weight.data + np.float32(0.01)
+    ids = np.random.default_rng(4).integers(0, CONFIG["vocab_size"], (1, 5))
+    np.testing.assert_array_equal(model.generate(ids, max_new_tokens=10),
+                                  model.generate(ids, max_new_tokens=10, use_cache=False))
+
+
 @st.composite
-def decode_blocks(draw):
-    """A GPT block's arrays for kernels.decode_block: float32/float64, or int8 weights with scales; weights as
-    PyTorch lays them out or as transposed views of GPT-2's Conv1D arrays; with and without biases."""
+def decode_steps(draw):
+    """A GPT's blocks for kernels.decode_blocks: two blocks, both float64, both float32, both int8 (weights with
+    scales), or an int8 and a float32 block (which Numba types differently); weights as PyTorch lays them out or
+    as transposed views of GPT-2's Conv1D arrays; with and without biases. (Few kinds: each kind of block
+    compiles the kernel anew; read-only weights, as memory-mapped from a checkpoint, are the model tests'.)"""
     B, H, D = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.sampled_from([1, 4, 9, 16]))
     past, spare = draw(st.integers(0, 20)), draw(st.integers(0, 3))
-    kind = draw(st.sampled_from(["float32", "float64", "int8"]))
+    scenario = draw(st.sampled_from(["float64", "float32", "int8", "mixed"]))
+    kinds = ["int8", "float32"] if scenario == "mixed" else [scenario] * 2
     conv1d, bias, approximate = draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from(["tanh", "none"]))
     seed = draw(st.integers(0, 2 ** 16))
-    return B, H, D, past, spare, kind, conv1d, bias, approximate, seed
+    return B, H, D, past, spare, kinds, conv1d, bias, approximate, seed
 
 
-def _decode_block_inputs(B, H, D, past, spare, kind, conv1d, bias, seed):
-    rng = np.random.default_rng(seed)
-    C, dt = H * D, np.float64 if kind == "float64" else np.float32
+def _decode_block_weights(rng, C, kind, conv1d, bias):
+    dt = np.float64 if kind == "float64" else np.float32
 
     def vector(n):
         return rng.standard_normal(n).astype(dt) if bias else None
@@ -250,22 +267,24 @@ def _decode_block_inputs(B, H, D, past, spare, kind, conv1d, bias, seed):
         return (np.ascontiguousarray(weight.T).T if conv1d else weight), vector(n_out), None
 
     norm = (1 + 0.1 * rng.standard_normal(C).astype(dt), vector(C))
-    weights = (norm, linear(3 * C, C), linear(C, C), norm, linear(4 * C, C), linear(C, 4 * C))
-    keys, values = (rng.standard_normal((B, H, past + 1 + spare, D)).astype(dt) for _ in range(2))
-    return rng.standard_normal((B, C)).astype(dt), weights, keys, values
+    return norm, linear(3 * C, C), linear(C, C), norm, linear(4 * C, C), linear(C, 4 * C)
 
 
-@given(decode_blocks())
+@given(decode_steps())
 @settings(max_examples=40, deadline=None)
-def test_decode_block_equals_the_reference(case):
-    """The fused decoding step of a block against its NumPy composition: the new x, and the cache written at
-    position `past` only."""
-    B, H, D, past, spare, kind, conv1d, bias, approximate, seed = case
-    x, weights, keys, values = _decode_block_inputs(B, H, D, past, spare, kind, conv1d, bias, seed)
+def test_decode_blocks_equals_the_reference(case):
+    """The fused decoding step through a GPT's blocks against its NumPy composition: the new x, and every
+    layer's cache written at position `past` only."""
+    B, H, D, past, spare, kinds, conv1d, bias, approximate, seed = case
+    rng = np.random.default_rng(seed)
+    C, dt = H * D, np.float64 if kinds[0] == "float64" else np.float32
+    blocks = tuple(_decode_block_weights(rng, C, kind, conv1d, bias) for kind in kinds)
+    keys, values = (rng.standard_normal((len(blocks), B, H, past + 1 + spare, D)).astype(dt) for _ in range(2))
+    x = rng.standard_normal((B, C)).astype(dt)
     keys_ref, values_ref = keys.copy(), values.copy()
-    expected = numpy_kernels.decode_block(x, weights, keys_ref, values_ref, past + 1, H, 1e-5, approximate)
-    got = kernels.decode_block(x, weights, keys, values, past + 1, H, 1e-5, approximate)
-    tol = 1e-10 if kind == "float64" else 2e-4
+    expected = numpy_kernels.decode_blocks(x, blocks, keys_ref, values_ref, past + 1, H, 1e-5, approximate)
+    got = kernels.decode_blocks(x, blocks, keys, values, past + 1, H, 1e-5, approximate)
+    tol = 1e-10 if dt == np.float64 else 2e-4
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
     np.testing.assert_allclose(keys, keys_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(values, values_ref, rtol=tol, atol=tol)

@@ -36,7 +36,7 @@ from .numpy_kernels import (  # noqa: F401
     MASKED_SCORE, adamw_amsgrad_update, adamw_update, additive_attention_backward, additive_attention_forward,
     additive_attention_step, additive_scores_backward,
     additive_scores_forward, attention_backward, attention_context_backward, attention_context_forward,
-    attention_forward, cached_attention_forward, cross_entropy_backward, cross_entropy_forward, decode_block,
+    attention_forward, cached_attention_forward, cross_entropy_backward, cross_entropy_forward, decode_blocks,
     dequantize_int8, embedding_backward, gelu_backward, gelu_forward, gemm, gru_gates_backward, gru_gates_forward,
     gru_sequence_forward, int8_linear_forward, layer_norm_backward, layer_norm_forward, linear_backward,
     linear_forward, linear_gelu_backward, linear_gelu_forward, log_softmax_backward, log_softmax_forward,

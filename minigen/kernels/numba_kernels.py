@@ -13,7 +13,7 @@ from .numba.attention import attention_backward, attention_forward, cached_atten
 from .numba.attention_heads import MASKED_SCORE
 from .numba.blas import gemm, int8_linear_forward, linear_backward, linear_forward, linear_gelu_backward, \
     linear_gelu_forward
-from .numba.decode import decode_block
+from .numba.decode import decode_blocks
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward, gru_sequence_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
@@ -26,7 +26,7 @@ __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_att
            "additive_attention_forward", "additive_attention_step",
            "additive_scores_backward", "additive_scores_forward", "attention_backward",
            "attention_context_backward", "attention_context_forward", "attention_forward",
-           "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward", "decode_block",
+           "cached_attention_forward", "cross_entropy_backward", "cross_entropy_forward", "decode_blocks",
            "embedding_backward", "gelu_backward", "gelu_forward", "gemm", "gru_gates_backward",
            "gru_gates_forward", "gru_sequence_forward", "int8_linear_forward", "layer_norm_backward",
            "layer_norm_forward", "linear_backward", "linear_forward", "linear_gelu_backward",

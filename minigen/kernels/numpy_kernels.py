@@ -416,8 +416,17 @@ def int8_linear_forward(x, q, scale, bias):
     return linear_forward(x, dequantize_int8(q, scale), bias)
 
 
-# ----- a GPT block's decoding step ---------------------------------------------------------
-def decode_block(x, weights, keys, values, length, n_head, eps, approximate):
+# ----- a GPT's decoding step ---------------------------------------------------------------
+def decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate):
+    """One decoding step through every block of a pre-LayerNorm GPT, in turn (see `_decode_block`): blocks is a
+    sequence of each block's `weights`, keys and values the KV cache's buffers (layers, B, H, capacity, D).
+    Returns the last block's x (B, C)."""
+    for i, weights in enumerate(blocks):
+        x = _decode_block(x, weights, keys[i], values[i], length, n_head, eps, approximate)
+    return x
+
+
+def _decode_block(x, weights, keys, values, length, n_head, eps, approximate):
     """One position of a pre-LayerNorm GPT block for each row of x (B, C), the new token of a decoding step:
 
         x = x + proj(attention(attn(ln_1(x)))),  then  x + mlp(gelu(fc(ln_2(x))))

@@ -154,17 +154,14 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache, padding)
         return x + self.mlp(self.ln_2(x))
 
-    def decode(self, x, cache):
-        """forward for one new position per row of the array x (B, C), a decoding step without a graph: the whole
-        block as one kernel (`kernels.decode_block`), which stores the new keys and values in `cache`."""
+    def decoding_weights(self):
+        """The block's arrays as `kernels.decode_blocks` takes them: (ln_1, attn, proj, ln_2, fc, mlp), LayerNorms
+        as (weight, bias), Linear layers as (weight, bias, scale), None where absent."""
         def linear(layer):
             return layer.weight.data, _data(layer.bias), _data(layer.weight_scale)
         attn, mlp = self.attn, self.mlp
-        weights = ((self.ln_1.weight.data, _data(self.ln_1.bias)), linear(attn.c_attn), linear(attn.c_proj),
-                   (self.ln_2.weight.data, _data(self.ln_2.bias)), linear(mlp.c_fc), linear(mlp.c_proj))
-        i = attn.layer_index
-        return kernels.decode_block(x, weights, cache.keys[i], cache.values[i], cache.length + 1, attn.n_head,
-                                    self.ln_1.eps, mlp.approximate)
+        return ((self.ln_1.weight.data, _data(self.ln_1.bias)), linear(attn.c_attn), linear(attn.c_proj),
+                (self.ln_2.weight.data, _data(self.ln_2.bias)), linear(mlp.c_fc), linear(mlp.c_proj))
 
 
 def _data(value):
@@ -238,11 +235,13 @@ class Transformer(nn.Module):
                                  f"got {padding.shape}")
         x = self.wte(ids) + self.wpe(position_ids)
         if cache is not None and B == T == 1 and padding is None and not (self.training or is_grad_enabled()):
-            # batch-1 decoding: a block is one kernel call on arrays (the step's time is reading the weights)
+            # batch-1 decoding: every block in one kernel call on arrays (the step's time is reading the weights),
+            # which stores the new keys and values in the cache
             cache.make_room(1)
-            h = x.data[:, 0]
-            for block in self.h:
-                h = block.decode(h, cache)
+            first = self.h[0]
+            h = kernels.decode_blocks(x.data[:, 0], tuple(block.decoding_weights() for block in self.h), cache.keys,
+                                      cache.values, cache.length + 1, first.attn.n_head, first.ln_1.eps,
+                                      first.mlp.approximate)
             x = Tensor(h[:, None])
         else:
             x = F.dropout(x, self.config.dropout, self.training)

@@ -47,7 +47,7 @@ class KVCache:
 
     def make_room(self, steps):
         """Grow the arrays (doubling) unless `steps` more positions fit; `update` calls it, and so does a kernel's
-        caller that writes them into the buffers itself (`kernels.decode_block`)."""
+        caller that writes them into the buffers itself (`kernels.decode_blocks`)."""
         if self.length + steps > self.capacity:
             self._grow(self.length + steps)
 
