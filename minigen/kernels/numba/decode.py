@@ -122,7 +122,7 @@ def decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate):
     """One decoding step through every block of a pre-LayerNorm GPT for the rows of x (B, C) (see
     `numpy_kernels.decode_blocks`), in one call: the new keys and values are written into the cache's buffers
     (layers, B, H, capacity, D)."""
-    if not all(_fuses(x, weights, keys, values) for weights in blocks):
+    if not blocks or not all(_fuses(x, weights, keys, values) for weights in blocks):  # none: x, as the reference
         return numpy_kernels.decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate)
     tanh_form = check_approximate(approximate)
     x = np.ascontiguousarray(x)
