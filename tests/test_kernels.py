@@ -17,7 +17,7 @@ from minigen.kernels import numpy_kernels as ref
 nb = pytest.importorskip("minigen.kernels.numba_kernels")
 import minigen.kernels.numba as nb_package  # noqa: E402
 from minigen.kernels.numba import adam as nb_adam, attention as nb_attention, attention_heads as nb_heads, \
-    blas as nb_blas, seq2seq_attention as nb_seq2seq  # noqa: E402
+    blas as nb_blas, seq2seq_attention as nb_seq2seq, seq2seq_decode as nb_s2s_decode  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -468,11 +468,80 @@ def test_additive_attention_step_rejects_rows_and_lengths_out_of_range():
         nb.additive_attention_step(*args, np.array([1, 2]), np.array([0, 1]))
 
 
+def _decode_step_arrays(data, dtype, N, B, S, H, Hv, biases):
+    """Random arguments of `seq2seq_decode_step` (E = 3 embedding features, A = 5 attention features, V = 4 tokens)."""
+    E, A, V = 3, 5, 4
+    weights = (draw_array(data, (V, E), dtype), draw_array(data, (3 * H, E + Hv), dtype, 0.5),
+               draw_array(data, (3 * H,), dtype) if biases else None, draw_array(data, (3 * H, H), dtype, 0.5),
+               draw_array(data, (3 * H,), dtype) if biases else None, draw_array(data, (A, H), dtype),
+               draw_array(data, (A,), dtype), draw_array(data, (V, H + Hv), dtype), draw_array(data, (V,), dtype))
+    tokens = np.array(data.draw(st.lists(st.integers(0, V - 1), min_size=N, max_size=N)))
+    lengths = np.array(data.draw(st.lists(st.integers(1, S), min_size=B, max_size=B)))
+    rows = np.array(data.draw(st.lists(st.integers(0, B - 1), min_size=N, max_size=N)))
+    return (tokens, draw_array(data, (N, H), dtype), draw_array(data, (N, Hv), dtype), weights,
+            draw_array(data, (B, S, A), dtype), draw_array(data, (B, S, Hv), dtype), lengths, rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data(), N=st.sampled_from([1, 2, 5]), B=st.sampled_from([1, 3]), S=st.sampled_from([1, 4, 9]),
+       H=st.sampled_from([1, 7, 16]), Hv=st.sampled_from([2, 6]), biases=st.booleans())
+@settings(max_examples=20)
+def test_seq2seq_decode_step_matches_reference_serial_and_split(dtype, data, N, B, S, H, Hv, biases):
+    """The one-call decoding step against its NumPy composition: logits, the new state and context, the attention
+    weights (0 past each source's length); its products on one thread and split across several."""
+    args = _decode_step_arrays(data, dtype, N, B, S, H, Hv, biases)
+    want = ref.seq2seq_decode_step(*args)
+    assert np.all(want[3][np.arange(S)[None, :] >= args[6][args[7]][:, None]] == 0)
+    for threads in (1, 2, 3):
+        with split_calls(threads):
+            got = nb.seq2seq_decode_step(*args)
+        for a, b in zip(got, want):
+            close(a, b, dtype, scale=10)
+
+
+def test_seq2seq_decode_step_takes_other_layouts_through_the_reference():
+    """A transposed weight or a float64 state beside float32 weights is computed by the reference, same values."""
+    data = np.random.default_rng(0)
+    tokens, hidden, context = np.array([1, 0]), data.standard_normal((2, 4)), data.standard_normal((2, 3))
+    weights = [data.standard_normal(shape) for shape in ((5, 2), (12, 5), (12,), (12, 4), (12,), (6, 4), (6,),
+                                                          (7, 7), (7,))]
+    keys, values = data.standard_normal((1, 3, 6)), data.standard_normal((1, 3, 3))
+    want = ref.seq2seq_decode_step(tokens, hidden, context, weights, keys, values, np.array([2]), np.array([0, 0]))
+    weights[1] = np.asfortranarray(weights[1])
+    got = nb.seq2seq_decode_step(tokens, hidden, context, weights, keys, values, np.array([2]), np.array([0, 0]))
+    for a, b in zip(got, want):
+        close(a, b, np.float64)
+    weights = [w.astype(np.float32) for w in weights]
+    got = nb.seq2seq_decode_step(tokens, hidden, context, weights, keys, values, np.array([2]), np.array([0, 0]))
+    assert got[0].dtype == np.float64
+
+
+def test_seq2seq_decode_step_rejects_wrong_shapes_and_indices():
+    data = np.random.default_rng(0)
+    weights = [data.standard_normal(shape) for shape in ((5, 2), (12, 5), (12,), (12, 4), (12,), (6, 4), (6,),
+                                                          (7, 7), (7,))]
+    args = [np.array([1, 0]), data.standard_normal((2, 4)), data.standard_normal((2, 3)), weights,
+            data.standard_normal((1, 3, 6)), data.standard_normal((1, 3, 3)), np.array([2]), np.array([0, 0])]
+    for index, value, match in ((0, np.array([1, 5]), r"tokens must lie in \[0, 5\), got values in \[1, 5\]"),
+                                (7, np.array([0, 1]), r"rows must lie in \[0, 1\)"),
+                                (6, np.array([4]), r"lengths must lie in \[1, 4\)"),
+                                (2, np.zeros((2, 4)), r"context must have shape \(2, 3\).*got \(2, 4\)")):
+        wrong = list(args)
+        wrong[index] = value
+        with pytest.raises(ValueError, match=match):
+            nb.seq2seq_decode_step(*wrong)
+    wrong = list(args)
+    wrong[3] = weights[:3] + [weights[3][:, :3]] + weights[4:]
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(12, 4\)"):
+        nb.seq2seq_decode_step(*wrong)
+
+
 @contextlib.contextmanager
 def split_calls(threads):
     """Kernels split every call, however small, into `threads` pieces (without needing that many cores)."""
     settings = [(nb_package, "threads", threads), (nb_attention, "PARALLEL_MIN_WORK", 0),
-                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0), (nb_seq2seq, "PARALLEL_MIN_WORK", 0)]
+                (nb_blas, "SPLIT_MIN_WORK", 0), (nb_adam, "SPLIT_MIN_SIZE", 0), (nb_seq2seq, "PARALLEL_MIN_WORK", 0),
+                (nb_s2s_decode, "PARALLEL_MIN_WORK", 0)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
     try:
         for module, name, value in settings:

@@ -84,6 +84,36 @@ def test_decoding_with_the_input_gate_table_equals_decoding_without():
         tokens = logits.argmax(axis=1)[:, None]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_decoding_in_one_call_per_step_equals_the_array_step(dtype, num_beams, monkeypatch):
+    """Up to FUSED_STEP_MAX_ROWS rows, the default model's decoding step is one kernel call
+    (`kernels.seq2seq_decode_step`): the same sequences, scores and attention as the step of separate calls."""
+    model = make_model(dtype)
+    ids, mask = model.encode_sources(["deadbeef", "abc"])
+    assert model._steps_in_one_call(2 * num_beams)
+    options = dict(attention_mask=mask, max_length=8, num_beams=num_beams, num_return_sequences=num_beams,
+                   eos_token_id=None, output_scores=True, output_attentions=True)
+    fused = model.generate(ids, **options)
+    monkeypatch.setattr(Seq2Seq, "FUSED_STEP_MAX_ROWS", 0)
+    steps = model.generate(ids, **options)
+    np.testing.assert_array_equal(fused.sequences, steps.sequences)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    for a, b in zip(fused.scores + fused.attentions, steps.scores + steps.attentions):
+        np.testing.assert_allclose(a, b, **tolerance)
+
+
+def test_decoding_in_one_call_per_step_serves_only_what_it_computes():
+    model = make_model()
+    assert model._steps_in_one_call(1) and model._steps_in_one_call(Seq2Seq.FUSED_STEP_MAX_ROWS)
+    assert not model._steps_in_one_call(Seq2Seq.FUSED_STEP_MAX_ROWS + 1)  # many rows: BLAS's products
+    assert not make_model(num_layers=2)._steps_in_one_call(1)
+    assert not make_model(cell="rnn")._steps_in_one_call(1)
+    assert not make_model(attention="luong-dot")._steps_in_one_call(1)
+    assert not make_model(dropout=0.1).train()._steps_in_one_call(1)
+    assert make_model(dropout=0.1)._steps_in_one_call(1)
+
+
 def test_teacher_forcing_ratio_zero_feeds_back_greedy_predictions():
     model = make_model()
     b = batch(PAIRS[:2])

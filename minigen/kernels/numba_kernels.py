@@ -21,6 +21,7 @@ from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_no
 from .numba.seq2seq_attention import additive_attention_backward, additive_attention_forward, \
     additive_attention_step, additive_scores_backward, additive_scores_forward, attention_context_backward, \
     attention_context_forward
+from .numba.seq2seq_decode import seq2seq_decode_step
 
 __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_attention_backward",
            "additive_attention_forward", "additive_attention_step",
@@ -31,8 +32,8 @@ __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_att
            "gru_gates_forward", "gru_sequence_forward", "int8_linear_forward", "layer_norm_backward",
            "layer_norm_forward", "linear_backward", "linear_forward", "linear_gelu_backward",
            "linear_gelu_forward", "log_softmax_backward", "log_softmax_forward",
-           "packed_attention_backward", "packed_attention_forward", "set_num_threads", "softmax_backward",
-           "softmax_forward"]
+           "packed_attention_backward", "packed_attention_forward", "seq2seq_decode_step", "set_num_threads",
+           "softmax_backward", "softmax_forward"]
 
 
 def set_num_threads(n):

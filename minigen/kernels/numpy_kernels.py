@@ -227,6 +227,25 @@ def additive_attention_step(query, keys, v, values, lengths, rows):
     return np.einsum("ns,nsh->nh", weights, values[rows]), weights
 
 
+def seq2seq_decode_step(tokens, hidden, context, weights, keys, values, lengths, rows):
+    """One decoding step of the default Seq2Seq decoder (a GRU cell fed the previous context, Bahdanau attention)
+    for decoding rows n = 0 .. N - 1, row n reading source rows[n]'s encoder states:
+
+        h = GRUCell([embedding[tokens]; context], hidden),   query = h @ w_query^T,
+        context, attention = additive_attention_step(query, keys, v, values, lengths, rows),
+        logits = [h; context] @ w_out^T + b_out
+
+    tokens (N,) ints, hidden (N, H), context (N, Hv); weights = (embedding (V, E), w_ih (3H, E + Hv), b_ih,
+    w_hh (3H, H), b_hh, w_query (A, H), v (A,), w_out (V', H + Hv), b_out), a bias None when absent; keys (B, S, A)
+    the encoder states' projected keys, values (B, S, Hv) the states. Returns (logits (N, V'), h, context,
+    attention (N, S))."""
+    embedding, w_ih, b_ih, w_hh, b_hh, w_query, v, w_out, b_out = weights
+    x = np.concatenate([embedding[tokens], context], axis=1)
+    h = gru_gates_forward(linear_forward(x, w_ih, b_ih), linear_forward(hidden, w_hh, b_hh), hidden)[0]
+    context, attention = additive_attention_step(linear_forward(h, w_query, None), keys, v, values, lengths, rows)
+    return linear_forward(np.concatenate([h, context], axis=1), w_out, b_out), h, context, attention
+
+
 def additive_attention_forward(query, keys, v, values, lengths):
     """An RNN decoder's attention step in training (what `additive_attention_step` computes, for row b = source b,
     keeping what backward needs): scores[b, s] = v . tanh(query[b] + keys[b, s]) over s < lengths[b], weights =

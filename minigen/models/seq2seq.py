@@ -106,6 +106,8 @@ class Seq2SeqConfig:
 class Seq2Seq(nn.Module):
     """RNN/GRU encoder-decoder: `logits = model(src, src_lengths, tgt_in)`; decode with `generate`."""
 
+    FUSED_STEP_MAX_ROWS = 8  # decoding steps of up to this many rows run as one kernel call (`_steps_in_one_call`)
+
     def __init__(self, config, src_vocab=None, tgt_vocab=None):
         super().__init__()
         if not isinstance(config, Seq2SeqConfig):
@@ -291,14 +293,37 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, new_tokens, state):
         hidden, context, weights = state["hidden"], state["context"], None
+        new_tokens = np.asarray(new_tokens, dtype=np.int64)
+        if self._steps_in_one_call(len(new_tokens)):
+            step = self._step_weights()
+            for column in new_tokens.T:  # each column's logits are computed; only the last one's are returned
+                logits, h, context, weights = kernels.seq2seq_decode_step(
+                    column, hidden[0], context, step, state["keys"], state["outputs"], state["lengths"], state["rows"])
+                hidden = h[None]
+            return logits, dict(state, hidden=hidden, context=context, attention=weights)
         with no_grad():
-            for column in np.asarray(new_tokens, dtype=np.int64).T:
+            for column in new_tokens.T:
                 if isinstance(self.attention, nn.BahdanauAttention) and (self.config.dropout == 0 or not self.training):
                     features, hidden, context, weights = self._decode_step_arrays(column, hidden, context, state)
                 else:
                     features, hidden, context, weights = self._decode_step_tensors(column, hidden, context, state)
             logits = kernels.linear_forward(features, self.out.weight.data, self.out.bias.data)
         return logits, dict(state, hidden=hidden, context=context, attention=weights)
+
+    def _steps_in_one_call(self, rows):
+        """Whether a decoding step of `rows` rows runs as the one kernel call `kernels.seq2seq_decode_step`: the
+        default model's shape (one GRU layer, Bahdanau attention; no dropout at work) and at most
+        FUSED_STEP_MAX_ROWS rows (with more, the products dominate and BLAS computes them faster)."""
+        c = self.config
+        return 0 < rows <= self.FUSED_STEP_MAX_ROWS and c.cell == "gru" and c.num_layers == 1 \
+            and c.attention == "bahdanau" and not (self.training and c.dropout > 0)
+
+    def _step_weights(self):
+        """The decoder's arrays as `kernels.seq2seq_decode_step` takes them."""
+        cell, a = self.decoder[0], self.attention
+        return (self.tgt_embedding.weight.data, cell.weight_ih.data, cell.bias_ih.data if cell.bias else None,
+                cell.weight_hh.data, cell.bias_hh.data if cell.bias else None, a.W.weight.data, a.v.weight.data[0],
+                self.out.weight.data, self.out.bias.data)
 
     def _decode_step_tensors(self, tokens, hidden, context, state):
         """`_step` on the memory of each decoding row (a gathered copy)."""
