@@ -35,28 +35,33 @@ class Recurrence(Function):
                              f"need x_proj (T, B, {expected}), h0 (B, H), weight_hh ({expected}, H) with H={H}")
         if mask is not None and np.shape(mask) != (T, B):
             raise ValueError(f"Recurrence: mask has shape {np.shape(mask)}, expected (T, B) = {(T, B)}")
-        if mode == "gru" and B <= SEQUENCE_KERNEL_MAX_ROWS and not is_grad_enabled():
+        keep = is_grad_enabled()  # what backward needs is kept only when there may be a backward
+        if mode == "gru" and B <= SEQUENCE_KERNEL_MAX_ROWS and not keep:
             return kernels.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
         self.mode, self.mask, self.has_bias = mode, mask, bias_hh is not None
         self.steps = range(T - 1, -1, -1) if reverse else range(T)
         self.weight_hh = weight_hh
-        self.h_prev = np.empty((T, B, H), dtype=x_proj.dtype)
-        # what each step's backward needs: r, z, n and gh_n for a GRU, the activation's output otherwise
-        self.saved = np.empty((4 if mode == "gru" else 1, T, B, H), dtype=x_proj.dtype)
+        if keep:
+            self.h_prev = np.empty((T, B, H), dtype=x_proj.dtype)
+            # what each step's backward needs: r, z, n and gh_n for a GRU, the activation's output otherwise
+            self.saved = np.empty((4 if mode == "gru" else 1, T, B, H), dtype=x_proj.dtype)
         hs = np.empty((T, B, H), dtype=x_proj.dtype)
         h = h0
         for t in self.steps:
             gh = kernels.gemm(h, weight_hh, False, True)
             if bias_hh is not None:
                 gh += bias_hh
-            self.h_prev[t] = h
+            if keep:
+                self.h_prev[t] = h
             if mode == "gru":
                 h_new, r, z, n = kernels.gru_gates_forward(x_proj[t], gh, h)
-                self.saved[:, t] = r, z, n, gh[:, 2 * H:]
+                if keep:
+                    self.saved[0, t], self.saved[1, t], self.saved[2, t], self.saved[3, t] = r, z, n, gh[:, 2 * H:]
             else:
                 pre = x_proj[t] + gh
                 h_new = np.tanh(pre) if mode == "tanh" else np.maximum(pre, 0)
-                self.saved[0, t] = h_new
+                if keep:
+                    self.saved[0, t] = h_new
             hs[t] = h_new if mask is None else np.where(mask[t][:, None], h_new, h)
             h = hs[t]
         return hs
