@@ -468,7 +468,7 @@ def test_additive_attention_step_rejects_rows_and_lengths_out_of_range():
         nb.additive_attention_step(*args, np.array([1, 2]), np.array([0, 1]))
 
 
-def _decode_step_arrays(data, dtype, N, B, S, H, Hv, biases):
+def _decode_step_args(data, dtype, N, B, S, H, Hv, biases):
     """Random arguments of `seq2seq_decode_step` (E = 3 embedding features, A = 5 attention features, V = 4 tokens)."""
     E, A, V = 3, 5, 4
     weights = (draw_array(data, (V, E), dtype), draw_array(data, (3 * H, E + Hv), dtype, 0.5),
@@ -489,7 +489,7 @@ def _decode_step_arrays(data, dtype, N, B, S, H, Hv, biases):
 def test_seq2seq_decode_step_matches_reference_serial_and_split(dtype, data, N, B, S, H, Hv, biases):
     """The one-call decoding step against its NumPy composition: logits, the new state and context, the attention
     weights (0 past each source's length); its products on one thread and split across several."""
-    args = _decode_step_arrays(data, dtype, N, B, S, H, Hv, biases)
+    args = _decode_step_args(data, dtype, N, B, S, H, Hv, biases)
     want = ref.seq2seq_decode_step(*args)
     assert np.all(want[3][np.arange(S)[None, :] >= args[6][args[7]][:, None]] == 0)
     for threads in (1, 2, 3):
@@ -525,7 +525,8 @@ def test_seq2seq_decode_step_rejects_wrong_shapes_and_indices():
     for index, value, match in ((0, np.array([1, 5]), r"tokens must lie in \[0, 5\), got values in \[1, 5\]"),
                                 (7, np.array([0, 1]), r"rows must lie in \[0, 1\)"),
                                 (6, np.array([4]), r"lengths must lie in \[1, 4\)"),
-                                (2, np.zeros((2, 4)), r"context must have shape \(2, 3\).*got \(2, 4\)")):
+                                (2, np.zeros((2, 4)), r"context must have shape \(2, 3\).*got \(2, 4\)"),
+                                (1, np.zeros(4), r"hidden must be 2-D, got shape \(4,\)")):
         wrong = list(args)
         wrong[index] = value
         with pytest.raises(ValueError, match=match):

@@ -149,7 +149,7 @@ def layer_arrays(x, weight, bias, scale):
     is the transpose, bias, has_bias, scale, has_scale), empty arrays where bias or scale are absent."""
     transposed = scale is None and not weight.flags.c_contiguous
     return (weight.T if transposed else weight, transposed,
-            x[0, :0] if bias is None else np.ascontiguousarray(bias, dtype=x.dtype), bias is not None,
+            np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype), bias is not None,
             np.empty(0, np.float32) if scale is None else scale, scale is not None)
 
 

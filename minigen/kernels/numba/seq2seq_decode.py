@@ -16,7 +16,7 @@ from numba import njit
 from .. import numpy_kernels
 from . import FLOAT_DTYPES, pieces
 from .gru import _gates_forward_rows
-from .matvec import PARALLEL_MIN_WORK, linear_rows
+from .matvec import PARALLEL_MIN_WORK, layer_arrays, linear_rows
 from .scalar import FASTMATH
 from .seq2seq_attention import _attention_step_rows
 
@@ -49,11 +49,11 @@ def _decode_step(tokens, hidden, context, embedding, ih, hh, query, v, keys, val
 
 
 @njit(cache=True)
-def _outside(values, high):
-    """Whether any of the integers `values` lies outside [0, high): one pass, where NumPy's min and max take two
+def _outside(values, low, high):
+    """Whether any of the integers `values` lies outside [low, high): one pass, where NumPy's min and max take two
     calls (a step's checks ran 27 us that way, half the kernel's own time for one row)."""
     for i in range(values.shape[0]):
-        if values[i] < 0 or values[i] >= high:
+        if values[i] < low or values[i] >= high:
             return True
     return False
 
@@ -62,6 +62,9 @@ def _checked(tokens, hidden, context, weights, keys, values, lengths, rows):
     """Raise ValueError on arrays of the wrong shape or indices out of range; return whether the kernel takes the
     arrays: one float dtype throughout, contiguous (weights as PyTorch lays them out, (out, in))."""
     embedding, w_ih, b_ih, w_hh, b_hh, w_query, v, w_out, b_out = weights
+    for name, array, ndim in (("hidden", hidden, 2), ("keys", keys, 3), ("embedding", embedding, 2)):
+        if array.ndim != ndim:
+            raise ValueError(f"seq2seq_decode_step: {name} must be {ndim}-D, got shape {array.shape}")
     (N, H), (B, S, A), Hv, E = hidden.shape, keys.shape, values.shape[-1], embedding.shape[1]
     V, dt = w_out.shape[0], hidden.dtype
     fuses = dt in FLOAT_DTYPES and hidden.flags.c_contiguous and keys.dtype == dt and keys.flags.c_contiguous \
@@ -80,20 +83,10 @@ def _checked(tokens, hidden, context, weights, keys, values, lengths, rows):
             fuses = fuses and array.dtype == dt and array.flags.c_contiguous
     for name, array, low, high in (("tokens", tokens, 0, len(embedding)), ("rows", rows, 0, B),
                                    ("lengths", lengths, 1, S + 1)):
-        if _outside(array - low if low else array, high - low):
+        if _outside(array, low, high):
             raise ValueError(f"seq2seq_decode_step: {name} must lie in [{low}, {high}), got values in "
                              f"[{array.min()}, {array.max()}]")
     return fuses
-
-
-def _layer(weight, bias, dt):
-    """A Linear layer as `matvec.linear_rows` takes it (see `matvec.layer_arrays`), for a contiguous (out, in)
-    float weight."""
-    return weight, False, _EMPTY[dt] if bias is None else bias, bias is not None, _NO_SCALE, False
-
-
-_EMPTY = {np.dtype(dt): np.empty(0, dt) for dt in FLOAT_DTYPES}  # no bias
-_NO_SCALE = np.empty(0, np.float32)  # no int8 scales
 
 
 def seq2seq_decode_step(tokens, hidden, context, weights, keys, values, lengths, rows):
@@ -103,9 +96,8 @@ def seq2seq_decode_step(tokens, hidden, context, weights, keys, values, lengths,
     if not _checked(tokens, hidden, context, weights, keys, values, lengths, rows):
         return numpy_kernels.seq2seq_decode_step(tokens, hidden, context, weights, keys, values, lengths, rows)
     embedding, w_ih, b_ih, w_hh, b_hh, w_query, v, w_out, b_out = weights
-    N, dt = hidden.shape[0], hidden.dtype
-    chunks = (pieces(N * w_ih.size, PARALLEL_MIN_WORK, w_ih.shape[0]), pieces(N * w_hh.size, PARALLEL_MIN_WORK,
-              w_hh.shape[0]), pieces(N * w_query.size, PARALLEL_MIN_WORK, w_query.shape[0]),
-              pieces(N * w_out.size, PARALLEL_MIN_WORK, w_out.shape[0]))
-    return _decode_step(tokens, hidden, context, embedding, _layer(w_ih, b_ih, dt), _layer(w_hh, b_hh, dt),
-                        _layer(w_query, None, dt), v, keys, values, lengths, rows, _layer(w_out, b_out, dt), chunks)
+    layers = [layer_arrays(hidden, w, b, None) for w, b in ((w_ih, b_ih), (w_hh, b_hh), (w_query, None),
+                                                              (w_out, b_out))]
+    chunks = tuple(pieces(len(hidden) * w.size, PARALLEL_MIN_WORK, len(w)) for w in (w_ih, w_hh, w_query, w_out))
+    return _decode_step(tokens, hidden, context, embedding, *layers[:3], v, keys, values, lengths, rows, layers[3],
+                        chunks)
