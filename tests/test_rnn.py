@@ -296,16 +296,18 @@ def test_lengths_match_torch_packed_sequences(kind):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_gru_without_gradients_takes_the_sequence_kernel_with_the_same_result(bidirectional):
-    """A few rows without gradients run as one kernel call over the sequence; with many rows or gradients
-    the step-by-step op runs. Both give the same states (padding included)."""
-    from minigen.ops import rnn as rnn_ops
+@pytest.mark.parametrize("rows", [3, 40])
+def test_gru_without_gradients_takes_the_sequence_kernel_with_the_same_result(bidirectional, rows):
+    """Without gradients a GRU runs as one kernel call over the sequence (its product a loop for a few rows,
+    BLAS for more); with gradients the step-by-step op runs. Both give the same states (padding included)."""
+    from minigen.kernels.numba.gru import LOOP_MAX_ROWS
+    assert 3 <= LOOP_MAX_ROWS < 40  # both paths
     mg.manual_seed(0)
     gru = nn.GRU(5, 7, batch_first=True, bidirectional=bidirectional).to(np.float64)
-    x = mg.tensor(np.random.default_rng(0).standard_normal((3, 6, 5)))
-    lengths = np.array([6, 2, 4])
+    rng = np.random.default_rng(0)
+    x = mg.tensor(rng.standard_normal((rows, 6, 5)))
+    lengths = rng.integers(1, 7, rows)
     stepwise = gru(x, lengths=lengths)
-    assert 3 <= rnn_ops.SEQUENCE_KERNEL_MAX_ROWS
     with mg.no_grad():
         kernel = gru(x, lengths=lengths)
     for a, b in zip(kernel, stepwise):
@@ -314,16 +316,16 @@ def test_gru_without_gradients_takes_the_sequence_kernel_with_the_same_result(bi
 
 @pytest.mark.parametrize("mode", ["gru", "tanh"])
 def test_recurrence_without_gradients_keeps_nothing_for_backward(mode):
-    """More rows than the sequence kernel takes, without gradients: the step-by-step op keeps no states for a
-    backward that cannot come (a batch-250 encoder spent 6% of its time copying them), and computes the same."""
-    from minigen.ops.rnn import SEQUENCE_KERNEL_MAX_ROWS, Recurrence
+    """Without gradients the op keeps no states for a backward that cannot come (a batch-250 encoder spent 6% of
+    its time copying them), and computes the same."""
+    from minigen.ops.rnn import Recurrence
     rng = np.random.default_rng(0)
-    B, G = SEQUENCE_KERNEL_MAX_ROWS + 2, 12 if mode == "gru" else 4
+    B, G = 20, 12 if mode == "gru" else 4
     x_proj, h0, weight = rng.standard_normal((5, B, G)), rng.standard_normal((B, 4)), rng.standard_normal((G, 4))
     mask = rng.random((5, B)) < 0.8
     with_grad, without = Recurrence(), Recurrence()
     want = with_grad.forward(x_proj, h0, weight, None, mask, True, mode)
     with mg.no_grad():
         got = without.forward(x_proj, h0, weight, None, mask, True, mode)
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert hasattr(with_grad, "saved") and not hasattr(without, "saved") and not hasattr(without, "h_prev")

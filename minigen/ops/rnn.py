@@ -3,17 +3,14 @@
 The caller computes the input-side projection x @ W_ih^T + b_ih for every step at once (one GEMM);
 this op runs the steps: the hidden-side product h @ W_hh^T per step (`kernels.gemm`, BLAS), the GRU gate
 arithmetic in kernels (`kernels.gru_gates_*`, whose reference is in minigen/kernels/numpy_kernels.py). One graph
-node per layer and direction instead of dozens per step keeps long sequences cheap."""
+node per layer and direction instead of dozens per step keeps long sequences cheap. Without gradients (decoding's
+encoder) a GRU's whole sequence is one `kernels.gru_sequence_forward` call, with no Python per step."""
 import numpy as np
 
 from ..autograd import Function, is_grad_enabled
 from .. import kernels
 
 MODES = ("gru", "tanh", "relu")
-# Without gradients and with at most this many rows, a GRU runs as one `kernels.gru_sequence_forward` call:
-# for batch-1 decoding's encoder a Python step per position (a BLAS call, a gate kernel) cost more than its
-# arithmetic. With more rows the hidden-side product belongs to BLAS.
-SEQUENCE_KERNEL_MAX_ROWS = 8
 
 
 class Recurrence(Function):
@@ -36,7 +33,7 @@ class Recurrence(Function):
         if mask is not None and np.shape(mask) != (T, B):
             raise ValueError(f"Recurrence: mask has shape {np.shape(mask)}, expected (T, B) = {(T, B)}")
         keep = is_grad_enabled()  # what backward needs is kept only when there may be a backward
-        if mode == "gru" and B <= SEQUENCE_KERNEL_MAX_ROWS and not keep:
+        if mode == "gru" and not keep:  # decoding's encoder: the whole sequence in one kernel call, no Python per step
             return kernels.gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse)
         self.mode, self.mask, self.has_bias = mode, mask, bias_hh is not None
         self.steps = range(T - 1, -1, -1) if reverse else range(T)

@@ -5,7 +5,7 @@ each product. Any Numba kernel that runs in parallel right after a product (atte
 the cores with those spinning threads, and on a small machine both lose: the two pools cannot be
 used together. So minigen keeps one pool. With the Numba backend on more than one thread, `gemm` cuts
 the rows of a product (or its columns, when there are few rows) into one piece per Numba thread; each thread
-calls BLAS's gemm on its piece, with NumPy's OpenBLAS held at one thread for the call (`_on_one_blas_thread`:
+calls BLAS's gemm on its piece, with NumPy's OpenBLAS held at one thread for the call (`on_one_blas_thread`:
 the count is read and given back around every split product, so the application's own NumPy keeps its
 threads between minigen's calls). Each piece is one BLAS call on a plain sub-matrix, so the products run
 at BLAS speed, and products and parallel attention run on the same threads. The Linear layers
@@ -103,13 +103,21 @@ def available():
     return _blas is not None
 
 
+def gemm_address(dtype):
+    """(address, wide_ints) of the gemm for `dtype` that compiled kernels call with `gemm_call` (inside
+    `on_one_blas_thread`), or None when there is none (BLAS not found, or not a float32/float64 dtype)."""
+    if _gemm is None or np.dtype(dtype) not in _gemm.addresses:
+        return None
+    return _gemm.addresses[np.dtype(dtype)], _gemm.wide_ints
+
+
 def library():
     """The BLAS the split products call ("MKL 2026.2 (...)", "NumPy's OpenBLAS 0.3.31"), or None (NumPy's
     own matmul serves them)."""
     return None if _gemm is None else _gemm.name
 
 
-def _on_one_blas_thread(split_kernel, *args):
+def on_one_blas_thread(split_kernel, *args):
     """split_kernel(*args) with NumPy's OpenBLAS held at one thread, then given back the count it had
     (threadpoolctl's `threadpool_limits` pattern, per call). Each piece of a split product is one BLAS call
     from one of Numba's threads: OpenBLAS on several threads would cut it again across its own pool, whose idle
@@ -145,7 +153,9 @@ def _call(typingctx, address, args):
 
 
 @njit(inline="always")
-def _gemm_call(address, wide_ints, ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr, ldc, one, zero):
+def gemm_call(address, wide_ints, ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr, ldc, one, zero):
+    """c (m, n) = one * op(a) @ op(b) + zero * c through the gemm at `address` (see `gemm_address`), all
+    row-major and given by pointer and leading dimension; op(x) = x.T when its flag (ta, tb) is set."""
     flags = (np.int32(ROW_MAJOR), np.int32(TRANS if ta else NO_TRANS), np.int32(TRANS if tb else NO_TRANS))
     if wide_ints:
         _call(address, flags + (np.int64(m), np.int64(n), np.int64(k), one, a_ptr, np.int64(lda), b_ptr,
@@ -161,7 +171,7 @@ def _gemm_rows(address, wide_ints, a, ta, b, tb, out, lo, hi):
     n, k = out.shape[1], a.shape[0] if ta else a.shape[1]
     lda, size = a.shape[1], out.itemsize
     a_ptr = a.ctypes.data + (lo if ta else lo * lda) * size
-    _gemm_call(address, wide_ints, ta, tb, hi - lo, n, k, a_ptr, lda, b.ctypes.data, b.shape[1],
+    gemm_call(address, wide_ints, ta, tb, hi - lo, n, k, a_ptr, lda, b.ctypes.data, b.shape[1],
                out.ctypes.data + lo * n * size, n, out.dtype.type(1), out.dtype.type(0))
 
 
@@ -179,7 +189,7 @@ def _split_gemm(address, wide_ints, a, ta, b, tb, out, chunks, by_rows):
         else:
             lo, hi = chunk * n // chunks, (chunk + 1) * n // chunks
             b_ptr = b.ctypes.data + (lo * ldb if tb else lo) * size
-            _gemm_call(address, wide_ints, ta, tb, m, hi - lo, k, a.ctypes.data, a.shape[1], b_ptr, ldb,
+            gemm_call(address, wide_ints, ta, tb, m, hi - lo, k, a.ctypes.data, a.shape[1], b_ptr, ldb,
                        out.ctypes.data + lo * size, n, out.dtype.type(1), out.dtype.type(0))
 
 
@@ -224,7 +234,7 @@ def _split_linear_backward(address, wide_ints, grad, h, x, weight, dh, gx, gw, g
             d = grad
         _gemm_rows(address, wide_ints, d, False, weight, False, gx, lo, hi)
         share = gw if chunk == 0 else parts[chunk - 1]
-        _gemm_call(address, wide_ints, True, False, n, k, hi - lo, d.ctypes.data + lo * n * size, n,
+        gemm_call(address, wide_ints, True, False, n, k, hi - lo, d.ctypes.data + lo * n * size, n,
                    x.ctypes.data + lo * k * size, k, share.ctypes.data, k, x.dtype.type(1), x.dtype.type(0))
         if gb.shape[0]:
             _column_sums(d.reshape(d.size)[lo * n:hi * n], gb if chunk == 0 else bias_parts[chunk - 1])
@@ -284,7 +294,7 @@ def gemm(a, b, transpose_a, transpose_b):
         return numpy_kernels.gemm(a, b, transpose_a, transpose_b)  # one call (or NumPy's error message)
     out = np.empty((m, n), a.dtype)
     (a, transpose_a), (b, transpose_b) = _as_stored(a, transpose_a), _as_stored(b, transpose_b)
-    _on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, a, transpose_a, b, transpose_b, out,
+    on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, a, transpose_a, b, transpose_b, out,
                         chunks, by_rows)
     return out
 
@@ -325,7 +335,7 @@ def _linear(x, weight, bias, gelu, tanh_form, chunks):
     """(h, y) of _split_linear (y is h without GELU)."""
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
     y = np.empty_like(h) if gelu else h
-    _on_one_blas_thread(_split_linear, _gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x),
+    on_one_blas_thread(_split_linear, _gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x),
                         np.ascontiguousarray(weight), np.ascontiguousarray(bias if bias is not None else weight[0, :0]),
                         h, y, gelu, tanh_form, chunks)
     return h, y
@@ -338,7 +348,7 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     h = np.ascontiguousarray(h) if gelu else grad
     gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
     parts, bias_parts = np.empty((chunks - 1, n, k), x.dtype), np.empty((chunks - 1, gb.shape[0]), x.dtype)
-    _on_one_blas_thread(_split_linear_backward, _gemm.addresses[x.dtype], _gemm.wide_ints, grad, h,
+    on_one_blas_thread(_split_linear_backward, _gemm.addresses[x.dtype], _gemm.wide_ints, grad, h,
                         np.ascontiguousarray(x), np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw,
                         gb, parts, bias_parts, gelu, tanh_form, chunks)
     return gx, gw, (gb if has_bias else None)
