@@ -329,3 +329,23 @@ def test_recurrence_without_gradients_keeps_nothing_for_backward(mode):
         got = without.forward(x_proj, h0, weight, None, mask, True, mode)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert hasattr(with_grad, "saved") and not hasattr(without, "saved") and not hasattr(without, "h_prev")
+
+
+def test_first_projections_replace_the_first_layers_product_and_are_checked():
+    """Given the first layer's input projections (one per direction), a GRU uses them: the same output as
+    computing them; a wrong count or shape is refused by name."""
+    mg.manual_seed(0)
+    gru = nn.GRU(5, 7, num_layers=2, batch_first=True, bidirectional=True).to(np.float64)
+    x = mg.tensor(np.random.default_rng(0).standard_normal((3, 6, 5)))
+    lengths = np.array([6, 2, 4])
+    time_major = x.data.transpose(1, 0, 2)
+    projections = [mg.tensor(time_major @ getattr(gru, "weight_ih_l0" + s).data.T + getattr(gru, "bias_ih_l0" + s).data)
+                   for s in ("", "_reverse")]
+    want = gru(x, lengths=lengths)
+    got = gru(x, lengths=lengths, first_projections=projections)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="first_projections must be 2"):
+        gru(x, lengths=lengths, first_projections=projections[:1])
+    with pytest.raises(ValueError, match=r"first_projections.*\(6, 3, 21\)"):
+        gru(x, lengths=lengths, first_projections=[p[:, :2] for p in projections])

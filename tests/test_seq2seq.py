@@ -84,6 +84,29 @@ def test_decoding_with_the_input_gate_table_equals_decoding_without():
         tokens = logits.argmax(axis=1)[:, None]
 
 
+@pytest.mark.parametrize("cell, bidirectional, num_layers", [("gru", True, 1), ("gru", False, 2), ("rnn", True, 2)])
+def test_encoding_a_batch_looks_up_the_first_projections(cell, bidirectional, num_layers, monkeypatch):
+    """Without gradients and with at least as many source tokens as the vocabulary, the encoder's first-layer input
+    projections are rows of a table; the outputs, keys and decoder states equal those of the product."""
+    model = make_model(cell=cell, bidirectional=bidirectional, num_layers=num_layers)
+    texts = [("abcdef" * 2)[i:i + 1 + i % 5] for i in range(len(VOCAB) + 2)]
+    ids, mask = model.encode_sources(texts)
+    lengths = mask.sum(axis=1)
+    looked_up = []
+    real = model._source_projections
+    monkeypatch.setattr(model, "_source_projections", lambda src: looked_up.append(src.shape) or real(src))
+    with mg.no_grad():
+        memory, hidden = model.encode(ids, lengths)
+        few = model.encode(ids[:1, :2], lengths[:1].clip(max=2))
+    assert looked_up == [ids.shape]  # one source of two tokens: the product (a table would cost more)
+    reference, reference_hidden = model.encode(ids, lengths)  # with gradients: the product
+    for key in ("outputs", "keys"):
+        np.testing.assert_allclose(memory[key].data, reference[key].data, rtol=1e-12, atol=1e-12)
+    for h, want in zip(hidden, reference_hidden):
+        np.testing.assert_allclose(h.data, want.data, rtol=1e-12, atol=1e-12)
+    assert few[0]["outputs"].shape == (1, 2, model.config.hidden_size)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_decoding_in_one_call_per_step_equals_the_array_step(dtype, num_beams, monkeypatch):

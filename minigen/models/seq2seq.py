@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .. import kernels, nn
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..generation import check_attention_mask, generate
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..io.config import parse_json
@@ -144,7 +144,10 @@ class Seq2Seq(nn.Module):
         src, lengths = self._check_source(src, src_lengths)
         c = self.config
         embedded = F.dropout(self.src_embedding(src), c.dropout, self.training)
-        outputs, h_n = self.encoder(embedded, lengths=lengths)
+        # decoding a batch: the first layer's input projections looked up by token (`_source_projections`)
+        looked_up = not (is_grad_enabled() or self.training and c.dropout) and src.size >= c.src_vocab_size
+        outputs, h_n = self.encoder(embedded, lengths=lengths,
+                                    first_projections=self._source_projections(src) if looked_up else None)
         B = src.shape[0]
         directions = 2 if c.bidirectional else 1
         # h_n is (layers * directions, B, H / directions): put the directions of a layer side by side
@@ -154,6 +157,20 @@ class Seq2Seq(nn.Module):
                   "mask": np.arange(src.shape[1])[None, :] >= lengths[:, None]}
         memory["keys"] = None if self.attention is None else self.attention.precompute_keys(outputs)
         return memory, [initial[layer] for layer in range(c.num_layers)]
+
+    def _source_projections(self, src):
+        """The encoder's first-layer input projections for sources src (B, S), one (S, B, G) per direction, as
+        rows of a table: the source vocabulary's embeddings projected once (V, G) per direction, each token's row
+        taken, as the decoder's input gates are (`_input_gate_arrays`). For a batch of sources this replaces a
+        product with 64 inputs, which runs at a fraction of BLAS's speed (15-30 against 3 ms for 250 x 35 tokens)."""
+        encoder, embeddings = self.encoder, self.src_embedding.weight.data
+        projections = []
+        for suffix in encoder._suffixes(0):
+            bias = getattr(encoder, "bias_ih" + suffix, None)
+            table = kernels.linear_forward(embeddings, getattr(encoder, "weight_ih" + suffix).data,
+                                           None if bias is None else bias.data)
+            projections.append(Tensor(table[src.T]))
+        return projections
 
     def _check_source(self, src, src_lengths):
         src = np.asarray(src.data if isinstance(src, Tensor) else src)

@@ -148,7 +148,7 @@ class _RNNBase(Module):
     def reset_parameters(self):
         _init_uniform(self, self.hidden_size)
 
-    def forward(self, input, hx=None, lengths=None):
+    def forward(self, input, hx=None, lengths=None, first_projections=None):
         """Run the sequence; returns (output, h_n).
 
         input (T, B, input_size), or (B, T, input_size) with batch_first, or unbatched (T, input_size).
@@ -156,7 +156,10 @@ class _RNNBase(Module):
         lengths: optional ints (B,) in [1, T]; steps at t >= lengths[b] are padding. They neither change
         the state nor appear in output (zeros there, as pad_packed_sequence gives), and h_n holds each row's
         state after its last real step; the reverse direction starts at each row's last real step.
-        output (T, B, D * hidden_size) (batch_first: (B, T, ...)); h_n (num_layers * D, B, hidden_size)."""
+        output (T, B, D * hidden_size) (batch_first: (B, T, ...)); h_n (num_layers * D, B, hidden_size).
+        first_projections: optional, the first layer's input projections input @ W_ih^T + b_ih, one (T, B, G)
+        per direction, used instead of computing them (an encoder whose input is an embedding looks them up
+        in a table of its vocabulary's projections: at 64 inputs the product runs far below the CPU's speed)."""
         if input.ndim not in (2, 3):
             raise ValueError(f"{self.kind}: input must be 3-D (batched) or 2-D (unbatched), got shape {input.shape}")
         check_features(input, self.input_size, self.kind)
@@ -168,11 +171,19 @@ class _RNNBase(Module):
         directions = 2 if self.bidirectional else 1
         h0 = self._initial_state(hx, x, (self.num_layers * directions, B, self.hidden_size), batched)
         mask = None if lengths is None else _check_lengths(lengths, T, B)
+        if first_projections is not None:
+            expected = (T, B, _gates(self.mode) * self.hidden_size)
+            if len(first_projections) != directions or any(tuple(p.shape) != expected for p in first_projections):
+                raise ValueError(f"{self.kind}: first_projections must be {directions} array(s) of shape {expected} "
+                                 f"(one per direction), got shapes {[tuple(p.shape) for p in first_projections]}")
         finals = []
         for layer in range(self.num_layers):
             outputs = []
             for d, suffix in enumerate(self._suffixes(layer)):
-                x_proj = F.linear(x, getattr(self, "weight_ih" + suffix), getattr(self, "bias_ih" + suffix, None))
+                if layer == 0 and first_projections is not None:
+                    x_proj = first_projections[d]
+                else:
+                    x_proj = F.linear(x, getattr(self, "weight_ih" + suffix), getattr(self, "bias_ih" + suffix, None))
                 hs = Recurrence.apply(x_proj, h0[layer * directions + d], getattr(self, "weight_hh" + suffix),
                                       getattr(self, "bias_hh" + suffix, None), mask=mask, reverse=d == 1,
                                       mode=self.mode)
