@@ -172,7 +172,7 @@ def _gemm_rows(address, wide_ints, a, ta, b, tb, out, lo, hi):
     lda, size = a.shape[1], out.itemsize
     a_ptr = a.ctypes.data + (lo if ta else lo * lda) * size
     gemm_call(address, wide_ints, ta, tb, hi - lo, n, k, a_ptr, lda, b.ctypes.data, b.shape[1],
-               out.ctypes.data + lo * n * size, n, out.dtype.type(1), out.dtype.type(0))
+              out.ctypes.data + lo * n * size, n, out.dtype.type(1), out.dtype.type(0))
 
 
 @njit(parallel=True, cache=True)
@@ -190,7 +190,7 @@ def _split_gemm(address, wide_ints, a, ta, b, tb, out, chunks, by_rows):
             lo, hi = chunk * n // chunks, (chunk + 1) * n // chunks
             b_ptr = b.ctypes.data + (lo * ldb if tb else lo) * size
             gemm_call(address, wide_ints, ta, tb, m, hi - lo, k, a.ctypes.data, a.shape[1], b_ptr, ldb,
-                       out.ctypes.data + lo * size, n, out.dtype.type(1), out.dtype.type(0))
+                      out.ctypes.data + lo * size, n, out.dtype.type(1), out.dtype.type(0))
 
 
 @njit(parallel=True, cache=True)
@@ -235,7 +235,7 @@ def _split_linear_backward(address, wide_ints, grad, h, x, weight, dh, gx, gw, g
         _gemm_rows(address, wide_ints, d, False, weight, False, gx, lo, hi)
         share = gw if chunk == 0 else parts[chunk - 1]
         gemm_call(address, wide_ints, True, False, n, k, hi - lo, d.ctypes.data + lo * n * size, n,
-                   x.ctypes.data + lo * k * size, k, share.ctypes.data, k, x.dtype.type(1), x.dtype.type(0))
+                  x.ctypes.data + lo * k * size, k, share.ctypes.data, k, x.dtype.type(1), x.dtype.type(0))
         if gb.shape[0]:
             _column_sums(d.reshape(d.size)[lo * n:hi * n], gb if chunk == 0 else bias_parts[chunk - 1])
     flat_gw = gw.reshape(gw.size)
@@ -295,7 +295,7 @@ def gemm(a, b, transpose_a, transpose_b):
     out = np.empty((m, n), a.dtype)
     (a, transpose_a), (b, transpose_b) = _as_stored(a, transpose_a), _as_stored(b, transpose_b)
     on_one_blas_thread(_split_gemm, _gemm.addresses[a.dtype], _gemm.wide_ints, a, transpose_a, b, transpose_b, out,
-                        chunks, by_rows)
+                       chunks, by_rows)
     return out
 
 
@@ -336,8 +336,8 @@ def _linear(x, weight, bias, gelu, tanh_form, chunks):
     h = np.empty((x.shape[0], weight.shape[0]), x.dtype)
     y = np.empty_like(h) if gelu else h
     on_one_blas_thread(_split_linear, _gemm.addresses[x.dtype], _gemm.wide_ints, np.ascontiguousarray(x),
-                        np.ascontiguousarray(weight), np.ascontiguousarray(bias if bias is not None else weight[0, :0]),
-                        h, y, gelu, tanh_form, chunks)
+                       np.ascontiguousarray(weight), np.ascontiguousarray(bias if bias is not None else weight[0, :0]),
+                       h, y, gelu, tanh_form, chunks)
     return h, y
 
 
@@ -349,8 +349,8 @@ def _linear_backward(grad, x, weight, h, has_bias, gelu, tanh_form, chunks):
     gx, gw, gb = np.empty(x.shape, x.dtype), np.empty((n, k), x.dtype), np.empty(n if has_bias else 0, x.dtype)
     parts, bias_parts = np.empty((chunks - 1, n, k), x.dtype), np.empty((chunks - 1, gb.shape[0]), x.dtype)
     on_one_blas_thread(_split_linear_backward, _gemm.addresses[x.dtype], _gemm.wide_ints, grad, h,
-                        np.ascontiguousarray(x), np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw,
-                        gb, parts, bias_parts, gelu, tanh_form, chunks)
+                       np.ascontiguousarray(x), np.ascontiguousarray(weight), np.empty_like(h) if gelu else h, gx, gw,
+                       gb, parts, bias_parts, gelu, tanh_form, chunks)
     return gx, gw, (gb if has_bias else None)
 
 

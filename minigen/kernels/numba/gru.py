@@ -104,29 +104,6 @@ def gru_gates_backward(dh_new, h, r, z, n, gh_n):
     return dgi, dgh, dh
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse, hs):
-    T, B, H = hs.shape
-    h, gh = h0.copy(), np.empty(3 * H, h0.dtype)
-    for step in range(T):
-        t = T - 1 - step if reverse else step
-        for b in range(B):
-            if mask[t, b]:
-                for g in range(3 * H):
-                    total = bias_hh[g]
-                    for k in range(H):
-                        total += weight_hh[g, k] * h[b, k]
-                    gh[g] = total
-                for j in range(H):
-                    r = fast_sigmoid(x_proj[t, b, j] + gh[j])
-                    z = fast_sigmoid(x_proj[t, b, H + j] + gh[H + j])
-                    n = fast_tanh(x_proj[t, b, 2 * H + j] + r * gh[2 * H + j])
-                    hs[t, b, j] = n + z * (h[b, j] - n)
-                h[b] = hs[t, b]
-            else:
-                hs[t, b] = h[b]
-
-
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _state_row(x_proj, gh, bias, h, out):
     """out = the GRU's next state for one row from its projections x_proj (3H,) and gh (3H,) = W_hh h (bias_hh
@@ -137,6 +114,26 @@ def _state_row(x_proj, gh, bias, h, out):
         z = fast_sigmoid(x_proj[H + j] + gh[H + j] + bias[H + j])
         n = fast_tanh(x_proj[2 * H + j] + r * (gh[2 * H + j] + bias[2 * H + j]))
         out[j] = n + z * (h[j] - n)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gru_sequence_forward(x_proj, h0, weight_hh, bias_hh, mask, reverse, hs):
+    """A few rows: the hidden-side product as a loop, one row at a time."""
+    T, B, H = hs.shape
+    h, gh = h0.copy(), np.empty(3 * H, h0.dtype)
+    for step in range(T):
+        t = T - 1 - step if reverse else step
+        for b in range(B):
+            if mask[t, b]:
+                for g in range(3 * H):
+                    total = h.dtype.type(0)
+                    for k in range(H):
+                        total += weight_hh[g, k] * h[b, k]
+                    gh[g] = total
+                _state_row(x_proj[t, b], gh, bias_hh, h[b], hs[t, b])
+                h[b] = hs[t, b]
+            else:
+                hs[t, b] = h[b]
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
