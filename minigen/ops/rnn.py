@@ -51,9 +51,8 @@ class Recurrence(Function):
             if keep:
                 self.h_prev[t] = h
             if mode == "gru":
-                h_new, r, z, n = kernels.gru_gates_forward(x_proj[t], gh, h)
-                if keep:
-                    self.saved[0, t], self.saved[1, t], self.saved[2, t], self.saved[3, t] = r, z, n, gh[:, 2 * H:]
+                h_new, r, z, n = kernels.gru_gates_forward(x_proj[t], gh, h)  # (a GRU here has gradients)
+                self.saved[0, t], self.saved[1, t], self.saved[2, t], self.saved[3, t] = r, z, n, gh[:, 2 * H:]
             else:
                 pre = x_proj[t] + gh
                 h_new = np.tanh(pre) if mode == "tanh" else np.maximum(pre, 0)
