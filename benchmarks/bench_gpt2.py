@@ -3,6 +3,7 @@
     python -m benchmarks.bench_gpt2 [--case gpt2-small|gpt2-medium] [--rounds 3] [--new-tokens 128]
                                     [--directory DIR] [--no-transformers] [--quick]
                                     [--only load prefill decode decode8 rss]
+                                    [--llama-bench BIN --gguf F32.gguf [Q8_0.gguf]]
 
 The checkpoint is GPT-2-shaped with random weights (no hub): written by transformers' `save_pretrained` when
 it is installed, else by minigen's own. Every measurement runs in a fresh process, the sides alternate round
@@ -20,6 +21,12 @@ batch-1 decoding process just before and just after it decodes (on a shared mach
 GB/s from one minute to the next), and with it the decoding limit it implies: every token reads every weight
 once, so batch-1 decoding can run at most at bandwidth / weight bytes tokens/s (float32: 4 bytes a weight, int8:
 1 byte plus a float32 scale a row). Each run is set against its own probes.
+
+With --llama-bench (llama.cpp's `llama-bench` binary) and --gguf (the same checkpoint converted by llama.cpp's
+`convert_hf_to_gguf.py`, --outtype f32 and optionally q8_0), llama.cpp takes its turn in the same rounds for
+prefill and batch-1 decoding (`llama-bench -p 1024 -n 0` and `-p 0 -n NEW`, one repetition after its warm-up, on
+as many threads as minigen uses): this machine's bandwidth moves so much from hour to hour that only a figure
+from the same run says where minigen stands against it.
 """
 import argparse
 import json
@@ -40,6 +47,7 @@ CASES = {"gpt2-small": dict(n_layer=12, n_head=12, n_embd=768),
          "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
          "tiny": dict(n_layer=2, n_head=2, n_embd=64)}  # --quick: the benchmark's own test
 SIDES = ("minigen", "minigen-int8", "transformers")
+LLAMA_SIDES = ("llama.cpp-f32", "llama.cpp-q8_0")  # with --llama-bench: prefill and batch-1 decoding only
 TASKS = {"load": ("load", 1), "prefill": ("prefill", 1), "decode": ("decode", 1), "decode8": ("decode", 8),
          "rss": ("rss", 1)}
 PROMPT = 8
@@ -162,6 +170,19 @@ def measure(side, directory, task, new_tokens, rows):
     return result
 
 
+def run_llama(binary, gguf, task, new_tokens, rows):
+    """llama-bench's tokens/s for prefill (1 x 1024) or batch-1 decoding of new_tokens, None for other tasks."""
+    if task not in ("prefill", "decode") or rows != 1:
+        return None
+    from minigen.kernels import settings
+    lengths = ["-p", "1024", "-n", "0"] if task == "prefill" else ["-p", "0", "-n", str(new_tokens)]
+    out = subprocess.run([binary, "-m", gguf, *lengths, "-r", "1", "-t", str(settings.threads() or os.cpu_count()), "-o", "json"],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{binary} failed:\n" + "\n".join(out.stderr.strip().splitlines()[-6:]))
+    return {"tokens_per_second": json.loads(out.stdout)[0]["avg_ts"]}
+
+
 def run(side, directory, task, new_tokens, rows=1):
     out = subprocess.run([sys.executable, __file__, "--worker", side, "--task", task, "--directory", directory,
                           "--new-tokens", str(new_tokens), "--rows", str(rows)], capture_output=True, text=True)
@@ -188,16 +209,24 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a 2-layer model, 1 round, 8 tokens (a smoke run)")
     parser.add_argument("--only", nargs="+", choices=TASKS, default=list(TASKS),
                         help="measure only these")
+    parser.add_argument("--llama-bench", metavar="BIN", help="llama.cpp's llama-bench, run beside minigen")
+    parser.add_argument("--gguf", nargs="+", metavar="FILE", default=[],
+                        help="the checkpoint converted for llama.cpp: float32, then optionally q8_0")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if bool(args.llama_bench) != bool(args.gguf) or len(args.gguf) > 2:
+        parser.error(f"--llama-bench and --gguf go together, with one or two GGUF files; got --llama-bench "
+                     f"{args.llama_bench!r} and --gguf {args.gguf!r}")
     if args.worker:
         print(json.dumps(measure(args.worker, args.directory, args.task, args.new_tokens, args.rows)))
         return
     case = "tiny" if args.quick else args.case
     rounds, new_tokens = (1, 8) if args.quick else (args.rounds, args.new_tokens)
     sides = [s for s in SIDES if s != "transformers" or (transformers_available() and not args.no_transformers)]
+    gguf = dict(zip(LLAMA_SIDES, args.gguf))
+    sides += list(gguf)
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.directory or scratch
         if not os.path.isfile(os.path.join(directory, "model.safetensors")):
@@ -210,7 +239,12 @@ def main():
         for round_ in range(rounds):
             for task, rows in tasks:
                 for side in (sides if round_ % 2 == 0 else sides[::-1]):
-                    result = run(side, directory, task, new_tokens, rows)
+                    if side in gguf:
+                        result = run_llama(args.llama_bench, gguf[side], task, new_tokens, rows)
+                        if result is None:
+                            continue
+                    else:
+                        result = run(side, directory, task, new_tokens, rows)
                     results[(side, task, rows)].append(result)
                     print(f"  round {round_ + 1} {side:13} {task} x{rows}: "
                           f"{ {k: v for k, v in result.items() if k != 'tokens'} }", flush=True)
@@ -233,13 +267,21 @@ def main():
         print(f"{label:38}" + "".join(f"{summary([r[key] for r in results[(s, task, n)]], digits):>28}"
                                       for s in sides))
     med = {(s, t, n): statistics.median([r[k] for r in results[(s, t, n)]]) for s in sides
-           for _, t, n, k, _ in rows}
+           for _, t, n, k, _ in rows if results[(s, t, n)]}
+    for ours, theirs, task in (("minigen", "llama.cpp-f32", "decode"), ("minigen-int8", "llama.cpp-q8_0", "decode"),
+                               ("minigen", "llama.cpp-f32", "prefill")):
+        if (ours, task, 1) in med and (theirs, task, 1) in med:
+            print(f"{ours} / {theirs}, {'batch-1 decoding' if task == 'decode' else 'prefill'}: "
+                  f"{med[(ours, task, 1)] / med[(theirs, task, 1)]:.2f}x")
     if not bandwidth:
         return
     for s, nbytes in (("minigen", f32_bytes), ("minigen-int8", int8_bytes)):  # each run against its own probes
         shares = [r["tokens_per_second"] * nbytes / (r["gb_per_second"] * 1e9) for r in decoding[s]]
         print(f"{s} batch-1 decoding: {statistics.median(shares):.0%} ({min(shares):.0%}-{max(shares):.0%}) of the "
               f"bandwidth limit ({nbytes / 1e6:.0f} MB a token at the probed GB/s)")
+    if ("llama.cpp-f32", "decode", 1) in med:  # it reads the same float32 weights; probed in minigen's runs only
+        share = med[("llama.cpp-f32", "decode", 1)] * f32_bytes / (statistics.median(bandwidth) * 1e9)
+        print(f"llama.cpp-f32 batch-1 decoding: {share:.0%} of the limit at the median probe")
     print(f"int8 / float32 batch-1 decoding: "
           f"{med[('minigen-int8', 'decode', 1)] / med[('minigen', 'decode', 1)]:.2f}x")
     if "transformers" in sides:
