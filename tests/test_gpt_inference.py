@@ -283,11 +283,39 @@ def test_decode_blocks_equals_the_reference(case):
     x = rng.standard_normal((B, C)).astype(dt)
     keys_ref, values_ref = keys.copy(), values.copy()
     expected = numpy_kernels.decode_blocks(x, blocks, keys_ref, values_ref, past + 1, H, 1e-5, approximate)
+    keys_prepared, values_prepared = keys.copy(), values.copy()
     got = kernels.decode_blocks(x, blocks, keys, values, past + 1, H, 1e-5, approximate)
     tol = 1e-10 if dt == np.float64 else 2e-4
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
     np.testing.assert_allclose(keys, keys_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(values, values_ref, rtol=tol, atol=tol)
+    # the blocks prepared once, as a generation passes them to every step: the same step
+    prepared = kernels.prepare_decode_blocks(blocks, dt)
+    again = kernels.decode_blocks(x, prepared, keys_prepared, values_prepared, past + 1, H, 1e-5, approximate)
+    np.testing.assert_array_equal(again, got)
+    np.testing.assert_array_equal(keys_prepared, keys)
+    np.testing.assert_array_equal(values_prepared, values)
+
+
+def test_decoding_prepares_the_weights_once_and_sees_a_new_array(checkpoint):
+    """Batch-1 decoding prepares the blocks' weights for its kernel at a generation's first step and reuses them
+    at the later steps; a parameter given a new array in between is used from the next step on."""
+    directory, _ = checkpoint
+    model = GPT.from_pretrained(directory)
+    ids = np.random.default_rng(5).integers(0, CONFIG["vocab_size"], (1, 8))
+    state, prefix = model.start_decoding(ids[:, :4], max_length=8)
+    _, state = model.decode_step(prefix, state)  # the prompt: not a one-token step
+    assert state["cache"].decoding_weights is None
+    _, state = model.decode_step(ids[:, 4:5], state)
+    prepared = state["cache"].decoding_weights
+    _, state = model.decode_step(ids[:, 5:6], state)
+    assert prepared is not None and state["cache"].decoding_weights is prepared
+    # the last block's MLP output: it changes no cached key or value, so the full forward is the reference
+    layer = model.transformer.h[-1].mlp.c_proj
+    layer.weight.data = np.ascontiguousarray(layer.weight.data) * np.float32(2.0)
+    logits, state = model.decode_step(ids[:, 6:7], state)
+    assert state["cache"].decoding_weights is not prepared
+    np.testing.assert_allclose(logits, model(ids[:, :7])[0].data[:, -1], rtol=1e-4, atol=1e-5)
 
 
 # ----- quantized models --------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from .numpy_kernels import (  # noqa: F401
     dequantize_int8, embedding_backward, gelu_backward, gelu_forward, gemm, gru_gates_backward, gru_gates_forward,
     gru_sequence_forward, int8_linear_forward, layer_norm_backward, layer_norm_forward, linear_backward,
     linear_forward, linear_gelu_backward, linear_gelu_forward, log_softmax_backward, log_softmax_forward,
-    packed_attention_backward, packed_attention_forward, packed_heads, quantize_int8, seq2seq_decode_step,
-    softmax_backward, softmax_forward)
+    packed_attention_backward, packed_attention_forward, packed_heads, prepare_decode_blocks, quantize_int8,
+    seq2seq_decode_step, softmax_backward, softmax_forward)
 
 BACKENDS = ("numpy", "numba")
 # The kernels: the public functions of numpy_kernels.py (MASKED_SCORE is a constant both backends share).

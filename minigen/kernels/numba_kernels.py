@@ -13,7 +13,7 @@ from .numba.attention import attention_backward, attention_forward, cached_atten
 from .numba.attention_heads import MASKED_SCORE
 from .numba.blas import gemm, int8_linear_forward, linear_backward, linear_forward, linear_gelu_backward, \
     linear_gelu_forward
-from .numba.decode import decode_blocks
+from .numba.decode import decode_blocks, prepare_decode_blocks
 from .numba.embedding import embedding_backward
 from .numba.gru import gru_gates_backward, gru_gates_forward, gru_sequence_forward
 from .numba.rows import (cross_entropy_backward, cross_entropy_forward, layer_norm_backward, layer_norm_forward,
@@ -32,7 +32,8 @@ __all__ = ["MASKED_SCORE", "adamw_amsgrad_update", "adamw_update", "additive_att
            "gru_gates_forward", "gru_sequence_forward", "int8_linear_forward", "layer_norm_backward",
            "layer_norm_forward", "linear_backward", "linear_forward", "linear_gelu_backward",
            "linear_gelu_forward", "log_softmax_backward", "log_softmax_forward",
-           "packed_attention_backward", "packed_attention_forward", "seq2seq_decode_step", "set_num_threads",
+           "packed_attention_backward", "packed_attention_forward", "prepare_decode_blocks", "seq2seq_decode_step",
+           "set_num_threads",
            "softmax_backward", "softmax_forward"]
 
 

@@ -436,6 +436,12 @@ def int8_linear_forward(x, q, scale, bias):
 
 
 # ----- a GPT's decoding step ---------------------------------------------------------------
+def prepare_decode_blocks(blocks, dtype):
+    """`blocks` as `decode_blocks` takes them at every step of a generation on rows of `dtype`: the reference
+    needs nothing prepared (the Numba backend works out the fused kernel's arrays once here)."""
+    return tuple(blocks)
+
+
 def decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate):
     """One decoding step through every block of a pre-LayerNorm GPT, in turn (see `_decode_block`): blocks is a
     sequence of each block's `weights`, keys and values the KV cache's buffers (layers, B, H, capacity, D).

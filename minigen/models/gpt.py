@@ -169,6 +169,13 @@ def _data(value):
     return value.data if isinstance(value, Tensor) else value
 
 
+def _same_arrays(blocks, other):
+    """Whether `other` holds the very arrays of `blocks` (each block's weights as `decoding_weights` gives them),
+    in the same places: identity, not values, so a parameter given a new array since is seen."""
+    return other is not None and len(other) == len(blocks) and \
+        all(a is b for block, old in zip(blocks, other) for part, was in zip(block, old) for a, b in zip(part, was))
+
+
 class Transformer(nn.Module):
     """The GPT body under GPT-2's names (wte, wpe, h, ln_f): token ids -> final hidden states."""
 
@@ -238,10 +245,12 @@ class Transformer(nn.Module):
             # batch-1 decoding: every block in one kernel call on arrays (the step's time is reading the weights),
             # which stores the new keys and values in the cache
             cache.make_room(1)
+            weights = tuple(block.decoding_weights() for block in self.h)
+            if not _same_arrays(weights, cache.decoding_weights):  # prepared at a generation's first step
+                cache.decoding_weights = kernels.prepare_decode_blocks(weights, x.data.dtype)
             first = self.h[0]
-            h = kernels.decode_blocks(x.data[:, 0], tuple(block.decoding_weights() for block in self.h), cache.keys,
-                                      cache.values, cache.length + 1, first.attn.n_head, first.ln_1.eps,
-                                      first.mlp.approximate)
+            h = kernels.decode_blocks(x.data[:, 0], cache.decoding_weights, cache.keys, cache.values,
+                                      cache.length + 1, first.attn.n_head, first.ln_1.eps, first.mlp.approximate)
             x = Tensor(h[:, None])
         else:
             x = F.dropout(x, self.config.dropout, self.training)

@@ -23,6 +23,9 @@ class KVCache:
         shape = (n_layer, batch_size, n_head, capacity, head_dim)
         self.keys, self.values = np.empty(shape, dtype), np.empty(shape, dtype)
         self.length = 0
+        # the model's weights as its decoding kernel takes them, prepared at the first step this cache serves
+        # (`kernels.prepare_decode_blocks`), so that the later steps of the generation skip that work
+        self.decoding_weights = None
 
     @property
     def capacity(self):
