@@ -24,9 +24,10 @@ once, so batch-1 decoding can run at most at bandwidth / weight bytes tokens/s (
 
 With --llama-bench (llama.cpp's `llama-bench` binary) and --gguf (the same checkpoint converted by llama.cpp's
 `convert_hf_to_gguf.py`, --outtype f32 and optionally q8_0), llama.cpp takes its turn in the same rounds for
-prefill and batch-1 decoding (`llama-bench -p 1024 -n 0` and `-p 0 -n NEW`, one repetition after its warm-up, on
-as many threads as minigen uses): this machine's bandwidth moves so much from hour to hour that only a figure
-from the same run says where minigen stands against it.
+prefill and batch-1 decoding (`llama-bench -p 1024 -n 0`, and `-pg 8,NEW` counted as the other sides are: new
+tokens over the time of the prompt and the new tokens; one repetition after its warm-up, on as many threads as
+minigen uses): this machine's bandwidth moves so much from hour to hour that only a figure from the same run says
+where minigen stands against it.
 """
 import argparse
 import json
@@ -175,12 +176,16 @@ def run_llama(binary, gguf, task, new_tokens, rows):
     if task not in ("prefill", "decode") or rows != 1:
         return None
     from minigen.kernels import settings
-    lengths = ["-p", "1024", "-n", "0"] if task == "prefill" else ["-p", "0", "-n", str(new_tokens)]
-    out = subprocess.run([binary, "-m", gguf, *lengths, "-r", "1", "-t", str(settings.threads() or os.cpu_count()), "-o", "json"],
-                         capture_output=True, text=True)
+    # decoding as the other sides count it: the prompt's processing and the new tokens timed together, new tokens
+    # counted (llama-bench's -n alone would time the new tokens without the prompt)
+    lengths = ["-p", "1024", "-n", "0"] if task == "prefill" else \
+        ["-p", "0", "-n", "0", "-pg", f"{PROMPT},{new_tokens}"]
+    out = subprocess.run([binary, "-m", gguf, *lengths, "-r", "1", "-t", str(settings.threads() or os.cpu_count()),
+                          "-o", "json"], capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{binary} failed:\n" + "\n".join(out.stderr.strip().splitlines()[-6:]))
-    return {"tokens_per_second": json.loads(out.stdout)[0]["avg_ts"]}
+    test = json.loads(out.stdout)[0]
+    return {"tokens_per_second": (test["n_gen"] or test["n_prompt"]) / (test["avg_ns"] / 1e9)}
 
 
 def run(side, directory, task, new_tokens, rows=1):
