@@ -175,13 +175,13 @@ def run_llama(binary, gguf, task, new_tokens, rows):
     """llama-bench's tokens/s for prefill (1 x 1024) or batch-1 decoding of new_tokens, None for other tasks."""
     if task not in ("prefill", "decode") or rows != 1:
         return None
-    from minigen.kernels import settings
+    from minigen.training.run import thread_count
     # decoding as the other sides count it: the prompt's processing and the new tokens timed together, new tokens
     # counted (llama-bench's -n alone would time the new tokens without the prompt)
     lengths = ["-p", "1024", "-n", "0"] if task == "prefill" else \
         ["-p", "0", "-n", "0", "-pg", f"{PROMPT},{new_tokens}"]
-    out = subprocess.run([binary, "-m", gguf, *lengths, "-r", "1", "-t", str(settings.threads() or os.cpu_count()),
-                          "-o", "json"], capture_output=True, text=True)
+    out = subprocess.run([binary, "-m", gguf, *lengths, "-r", "1", "-t", str(thread_count()), "-o", "json"],
+                         capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{binary} failed:\n" + "\n".join(out.stderr.strip().splitlines()[-6:]))
     test = json.loads(out.stdout)[0]

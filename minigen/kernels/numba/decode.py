@@ -139,9 +139,9 @@ def decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate):
     """One decoding step through every block of a pre-LayerNorm GPT for the rows of x (B, C) (see
     `numpy_kernels.decode_blocks`), in one call: the new keys and values are written into the cache's buffers
     (layers, B, H, capacity, D). `blocks` may come from `prepare_decode_blocks` (a generation prepares them once)."""
-    if not isinstance(blocks, PreparedBlocks) or blocks.dtype != x.dtype:
-        blocks = prepare_decode_blocks(blocks, x.dtype)
     dt = x.dtype
+    if not isinstance(blocks, PreparedBlocks) or blocks.dtype != dt:
+        blocks = prepare_decode_blocks(blocks, dt)
     if blocks.arrays is None or x.ndim != 2 or keys.dtype != dt or values.dtype != dt or \
             not (keys.flags.c_contiguous and values.flags.c_contiguous):  # none: x, as the reference
         return numpy_kernels.decode_blocks(x, blocks, keys, values, length, n_head, eps, approximate)
